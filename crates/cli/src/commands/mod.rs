@@ -1,0 +1,3 @@
+//! One module per command group of spec/cli.md.
+
+pub mod deploy;

@@ -1,0 +1,1 @@
+//! Linux namespace sandbox backend

@@ -1,0 +1,246 @@
+//! An in-memory backend for unit tests of crates above the runtime. It isolates nothing and runs
+//! nothing: files live in a map, and executions are answered by a handler the test installs.
+
+use crate::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::io::AsyncReadExt;
+
+type ExecHandler = Arc<dyn Fn(&SandboxId, &ExecRequest) -> ExecOutput + Send + Sync>;
+
+struct FakeSandbox {
+    info: SandboxInfo,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// See the module docs. `FakeRuntime::new()` answers every execution with exit code 0 and empty
+/// output; use [`FakeRuntime::with_exec_handler`] to script answers.
+pub struct FakeRuntime {
+    sandboxes: Mutex<HashMap<SandboxId, FakeSandbox>>,
+    handler: ExecHandler,
+    events: broadcast::Sender<RuntimeEvent>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::with_exec_handler(|_, _| ExecOutput {
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: 0,
+            execution_time: 0.0,
+            cpu_time: 0.0,
+            timed_out: false,
+        })
+    }
+
+    pub fn with_exec_handler(
+        handler: impl Fn(&SandboxId, &ExecRequest) -> ExecOutput + Send + Sync + 'static,
+    ) -> Self {
+        FakeRuntime {
+            sandboxes: Mutex::new(HashMap::new()),
+            handler: Arc::new(handler),
+            events: broadcast::channel(64).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SandboxId, FakeSandbox>> {
+        self.sandboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_sandbox<T>(
+        &self,
+        id: &SandboxId,
+        f: impl FnOnce(&mut FakeSandbox) -> Result<T>,
+    ) -> Result<T> {
+        let mut map = self.lock();
+        let sb = map
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        f(sb)
+    }
+}
+
+fn normalize(path: &str) -> Result<String> {
+    normalize_sandbox_path(path, "/app").map_err(|e| RuntimeError::InvalidPath(e.to_string()))
+}
+
+fn file_info(path: &str, size: u64, kind: FileKind) -> FileInfo {
+    FileInfo {
+        path: path.to_owned(),
+        kind,
+        size,
+        mode: if kind == FileKind::Dir { 0o755 } else { 0o644 },
+        modified: Utc::now().timestamp(),
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        let now = Utc::now();
+        let lifetime = chrono::Duration::from_std(spec.lifetime)
+            .map_err(|_| RuntimeError::InvalidSpec("lifetime too long".into()))?;
+        let info = SandboxInfo {
+            id: SandboxId::generate(),
+            state: SandboxState::Running,
+            image: spec.image,
+            memory_mb: spec.memory_mb,
+            vcpu_count: spec.vcpu_count,
+            disk_mb: spec.disk_mb,
+            created_at: now,
+            expires_at: now + lifetime,
+            ip_address: None,
+        };
+        self.lock().insert(
+            info.id.clone(),
+            FakeSandbox {
+                info: info.clone(),
+                files: BTreeMap::new(),
+            },
+        );
+        Ok(info)
+    }
+
+    async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecOutput> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        Ok((self.handler)(id, &req))
+    }
+
+    async fn write_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        mut data: ByteReader,
+        _opts: WriteOptions,
+    ) -> Result<FileInfo> {
+        let path = normalize(path)?;
+        let mut buf = Vec::new();
+        data.read_to_end(&mut buf)
+            .await
+            .map_err(|e| RuntimeError::io("reading upload", e))?;
+        self.with_sandbox(id, |sb| {
+            let info = file_info(&path, buf.len() as u64, FileKind::File);
+            sb.files.insert(path, buf);
+            Ok(info)
+        })
+    }
+
+    async fn read_file(&self, id: &SandboxId, path: &str) -> Result<(FileInfo, ByteReader)> {
+        let path = normalize(path)?;
+        self.with_sandbox(id, |sb| {
+            let bytes = sb
+                .files
+                .get(&path)
+                .cloned()
+                .ok_or_else(|| RuntimeError::FileNotFound(path.clone()))?;
+            let info = file_info(&path, bytes.len() as u64, FileKind::File);
+            let reader: ByteReader = Box::pin(std::io::Cursor::new(bytes));
+            Ok((info, reader))
+        })
+    }
+
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileInfo> {
+        let path = normalize(path)?;
+        self.with_sandbox(id, |sb| match sb.files.get(&path) {
+            Some(bytes) => Ok(file_info(&path, bytes.len() as u64, FileKind::File)),
+            None if sb.files.keys().any(|k| k.starts_with(&format!("{path}/"))) => {
+                Ok(file_info(&path, 0, FileKind::Dir))
+            }
+            None => Err(RuntimeError::FileNotFound(path.clone())),
+        })
+    }
+
+    async fn list_dir(&self, id: &SandboxId, path: &str, recursive: bool) -> Result<Vec<FileInfo>> {
+        let path = normalize(path)?;
+        let prefix = if path == "/" {
+            "/".to_owned()
+        } else {
+            format!("{path}/")
+        };
+        self.with_sandbox(id, |sb| {
+            Ok(sb
+                .files
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .filter(|(k, _)| recursive || !k[prefix.len()..].contains('/'))
+                .map(|(k, v)| file_info(k, v.len() as u64, FileKind::File))
+                .collect())
+        })
+    }
+
+    async fn stats(&self, id: &SandboxId) -> Result<SandboxStats> {
+        self.with_sandbox(id, |sb| {
+            Ok(SandboxStats {
+                memory_limit_bytes: u64::from(sb.info.memory_mb) << 20,
+                disk_bytes: sb.files.values().map(|v| v.len() as u64).sum(),
+                disk_limit_bytes: sb.info.disk_mb << 20,
+                ..SandboxStats::default()
+            })
+        })
+    }
+
+    async fn set_expiry(&self, id: &SandboxId, expires_at: DateTime<Utc>) -> Result<()> {
+        self.with_sandbox(id, |sb| {
+            sb.info.expires_at = expires_at;
+            Ok(())
+        })
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        self.lock()
+            .remove(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let _ = self.events.send(RuntimeEvent::Exited {
+            id: id.clone(),
+            reason: ExitReason::Destroyed,
+        });
+        Ok(())
+    }
+
+    async fn get(&self, id: &SandboxId) -> Result<SandboxInfo> {
+        self.with_sandbox(id, |sb| Ok(sb.info.clone()))
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        Ok(self.lock().values().map(|sb| sb.info.clone()).collect())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn files_round_trip_and_destroy_forgets() {
+        let rt = FakeRuntime::new();
+        let sb = rt.create(SandboxSpec::default()).await.unwrap();
+        let data: ByteReader = Box::pin(std::io::Cursor::new(b"hello".to_vec()));
+        rt.write_file(&sb.id, "d/f.txt", data, WriteOptions::default())
+            .await
+            .unwrap();
+        let (info, mut r) = rt.read_file(&sb.id, "/app/d/f.txt").await.unwrap();
+        assert_eq!(info.size, 5);
+        let mut s = String::new();
+        r.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello");
+        rt.destroy(&sb.id).await.unwrap();
+        assert!(matches!(
+            rt.get(&sb.id).await,
+            Err(RuntimeError::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,140 @@
+//! The sandbox runtime seam.
+//!
+//! The server drives sandboxes only through [`Runtime`]. Backends: the Linux-namespace backend in
+//! `instavm-runtime-ns` (the real one), and [`fake::FakeRuntime`] for unit tests of other crates.
+//! A QEMU microVM backend can be added later behind the same trait.
+
+pub mod fake;
+mod path;
+mod types;
+
+pub use path::{normalize_sandbox_path, PathError};
+pub use types::*;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::pin::Pin;
+use tokio::io::AsyncRead;
+use tokio::sync::broadcast;
+
+/// A stream of file bytes moving into or out of a sandbox, never held whole in memory.
+pub type ByteReader = Pin<Box<dyn AsyncRead + Send + Unpin>>;
+
+/// Everything that can go wrong in a runtime call. The server maps each variant to one HTTP
+/// status; variants marked "user" are the caller's fault (4xx), the rest are ours (5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// user: no sandbox with this id (or it is gone).
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    /// user: the sandbox exists in the records but is no longer running.
+    #[error("sandbox {0} is not running")]
+    NotRunning(String),
+    /// user: a path that is empty, not UTF-8, has NUL bytes, or is otherwise unusable.
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// user: the path does not exist inside the sandbox.
+    #[error("no such file or directory: {0}")]
+    FileNotFound(String),
+    /// user: a directory where a file was expected, or the reverse.
+    #[error("wrong file type: {0}")]
+    WrongFileType(String),
+    /// user: limits in the request that the backend cannot honour.
+    #[error("invalid sandbox spec: {0}")]
+    InvalidSpec(String),
+    /// user: a write ran past the sandbox's disk quota.
+    #[error("disk quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// user: the host is at capacity (sandbox count, address pool).
+    #[error("capacity exhausted: {0}")]
+    Exhausted(String),
+    /// ours: the host lacks something the backend needs.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    /// ours: the agent broke the protocol or went away mid-call.
+    #[error("agent error: {0}")]
+    Agent(String),
+    /// ours: an operating-system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the error was caused by the caller's input rather than by the host.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::NotFound(_)
+                | RuntimeError::NotRunning(_)
+                | RuntimeError::InvalidPath(_)
+                | RuntimeError::FileNotFound(_)
+                | RuntimeError::WrongFileType(_)
+                | RuntimeError::InvalidSpec(_)
+                | RuntimeError::QuotaExceeded(_)
+                | RuntimeError::Exhausted(_)
+        )
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// A sandbox backend. All methods are safe to call concurrently; calls for one sandbox may run
+/// in parallel (Python executions are serialised by the backend, bash ones are not).
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Short backend name for logs and `/health` ("namespaces", "fake").
+    fn name(&self) -> &'static str;
+
+    /// Create and start a sandbox. Returns once the sandbox accepts requests; the first `exec`
+    /// may still wait for the Python interpreter to finish starting.
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo>;
+
+    /// Run code and wait for it. A non-zero exit code or a timeout is a normal `Ok` answer.
+    async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecOutput>;
+
+    /// Write a file from a stream, creating parent directories when asked.
+    async fn write_file(
+        &self,
+        id: &SandboxId,
+        path: &str,
+        data: ByteReader,
+        opts: WriteOptions,
+    ) -> Result<FileInfo>;
+
+    /// Open a regular file for streaming out of the sandbox.
+    async fn read_file(&self, id: &SandboxId, path: &str) -> Result<(FileInfo, ByteReader)>;
+
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileInfo>;
+
+    /// List a directory (one level, or the whole tree with `recursive`).
+    async fn list_dir(&self, id: &SandboxId, path: &str, recursive: bool) -> Result<Vec<FileInfo>>;
+
+    /// Resource usage right now.
+    async fn stats(&self, id: &SandboxId) -> Result<SandboxStats>;
+
+    /// Move the expiry; the backend's reaper destroys the sandbox when it passes.
+    async fn set_expiry(&self, id: &SandboxId, expires_at: DateTime<Utc>) -> Result<()>;
+
+    /// Stop everything in the sandbox and free all its resources. Destroying an unknown or
+    /// already-destroyed sandbox is `NotFound`.
+    async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    async fn get(&self, id: &SandboxId) -> Result<SandboxInfo>;
+
+    /// Every live sandbox, including those recovered from a previous run of the process.
+    async fn list(&self) -> Result<Vec<SandboxInfo>>;
+
+    /// Lifecycle events (a sandbox expired, died or was destroyed).
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+}

@@ -1,0 +1,1 @@
+//! The instavm control plane: HTTP API over the runtime and the store

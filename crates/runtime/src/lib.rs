@@ -96,6 +96,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// Short backend name for logs and `/health` ("namespaces", "fake").
     fn name(&self) -> &'static str;
 
+    /// Build or load what the backend needs before it can create sandboxes (the base image on
+    /// first use, which can take a minute; progress goes to `tracing`). Idempotent; the server
+    /// calls it in the background at start and answers `/health` with 200 once it has returned.
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Create and start a sandbox. Returns once the sandbox accepts requests; the first `exec`
     /// may still wait for the Python interpreter to finish starting.
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo>;

@@ -12,6 +12,9 @@ use tokio::sync::broadcast;
 pub struct NsConfig {
     /// Images, sandbox state and writable layers live under here.
     pub data_dir: PathBuf,
+    /// Built images; `None` means `<data_dir>/images`. Point several data directories (tests)
+    /// at one images directory to build the base image only once.
+    pub images_dir: Option<PathBuf>,
     /// The `instavm-agent` binary; `None` looks next to the current executable.
     pub agent_path: Option<PathBuf>,
 }
@@ -20,6 +23,7 @@ impl NsConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         NsConfig {
             data_dir: data_dir.into(),
+            images_dir: None,
             agent_path: None,
         }
     }
@@ -37,6 +41,12 @@ impl NsRuntime {
             "the namespace runtime is not built yet".into(),
         ))
     }
+}
+
+/// Destroy every sandbox that belongs to `config.data_dir` and release every mount and device
+/// the backend holds for it, so the directory can be deleted (tests, uninstall).
+pub async fn purge(_config: NsConfig) -> Result<()> {
+    Ok(())
 }
 
 fn unavailable<T>() -> Result<T> {

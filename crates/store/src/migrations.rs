@@ -1,0 +1,99 @@
+//! Schema migrations, applied in order at open. `PRAGMA user_version` records how many ran.
+//! Never edit a released migration; append a new one.
+
+use crate::{Result, StoreError};
+use rusqlite::Connection;
+use std::path::Path;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, sessions, executions.
+    "
+    CREATE TABLE users (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name        TEXT,
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        key_hash    BLOB NOT NULL UNIQUE,
+        prefix      TEXT NOT NULL,
+        description TEXT,
+        is_active   INTEGER NOT NULL DEFAULT 1,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX api_keys_user ON api_keys(user_id);
+    CREATE TABLE ssh_keys (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        key_type    TEXT NOT NULL,
+        public_key  TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        comment     TEXT,
+        created_at  INTEGER NOT NULL,
+        UNIQUE (user_id, fingerprint)
+    );
+    CREATE TABLE sessions (
+        id                TEXT PRIMARY KEY,
+        user_id           INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        vm_id             TEXT NOT NULL UNIQUE,
+        sandbox_id        TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        end_reason        TEXT,
+        memory_mb         INTEGER NOT NULL,
+        vcpu_count        INTEGER NOT NULL,
+        lifetime_seconds  INTEGER NOT NULL,
+        metadata          TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        expires_at        INTEGER NOT NULL,
+        ended_at          INTEGER,
+        execution_count   INTEGER NOT NULL DEFAULT 0,
+        execution_seconds REAL NOT NULL DEFAULT 0,
+        cpu_seconds       REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_user ON sessions(user_id, created_at);
+    CREATE INDEX sessions_status ON sessions(status);
+    CREATE INDEX sessions_sandbox ON sessions(sandbox_id);
+    CREATE TABLE executions (
+        id             TEXT PRIMARY KEY,
+        session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        user_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        language       TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        stdout         TEXT NOT NULL DEFAULT '',
+        stderr         TEXT NOT NULL DEFAULT '',
+        exit_code      INTEGER,
+        timed_out      INTEGER NOT NULL DEFAULT 0,
+        execution_time REAL,
+        cpu_time       REAL,
+        error          TEXT,
+        created_at     INTEGER NOT NULL,
+        completed_at   INTEGER
+    );
+    CREATE INDEX executions_status ON executions(status);
+    CREATE INDEX executions_user ON executions(user_id, status);
+    ",
+];
+
+pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let version = index + 1;
+        let fail = |source| StoreError::Migration { version, source };
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}

@@ -1,1 +1,25 @@
-//! The instavm control plane: HTTP API over the runtime and the store
+//! The instavm control plane: the HTTP API of spec/api.md over a sandbox [`Runtime`] and the
+//! SQLite [`Store`].
+//!
+//! [`app`] builds the router (used in process by tests), [`run`] is `instavm server`.
+//!
+//! [`Runtime`]: instavm_runtime::Runtime
+//! [`Store`]: instavm_store::Store
+
+pub mod auth;
+pub mod config;
+pub mod error;
+mod exec;
+mod extract;
+pub mod lifecycle;
+mod routes;
+mod serve;
+mod sessions;
+mod sshkey;
+pub mod state;
+mod usage;
+
+pub use config::{Limits, RuntimeKind, ServerConfig};
+pub use routes::app;
+pub use serve::{ns_config, purge, run, ServeError};
+pub use state::{AppState, Readiness};

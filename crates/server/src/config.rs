@@ -1,0 +1,185 @@
+//! Server configuration: one struct, filled by the CLI from flags and `INSTAVM_*` variables,
+//! validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Which sandbox backend to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Linux namespaces (the real backend; needs root).
+    Namespaces,
+    /// In-memory fake that runs no code: for developing the API only.
+    Fake,
+}
+
+impl RuntimeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "namespaces" | "ns" => Some(RuntimeKind::Namespaces),
+            "fake" => Some(RuntimeKind::Fake),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Database, admin key and runtime state live here.
+    pub data_dir: PathBuf,
+    /// Shared image directory for the namespace runtime (`None`: inside the data directory).
+    pub images_dir: Option<PathBuf>,
+    pub runtime: RuntimeKind,
+    /// From `INSTAVM_ADMIN_API_KEY`; when `None` a key is generated once and kept in the data
+    /// directory.
+    pub admin_api_key: Option<String>,
+    pub limits: Limits,
+}
+
+/// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub default_lifetime_seconds: u64,
+    pub min_lifetime_seconds: u64,
+    pub max_lifetime_seconds: u64,
+    pub default_memory_mb: u32,
+    pub min_memory_mb: u32,
+    pub max_memory_mb: u32,
+    pub default_vcpu_count: u32,
+    pub max_vcpu_count: u32,
+    pub max_active_sessions_per_user: u64,
+    pub max_pending_tasks_per_user: u64,
+    pub max_api_keys_per_user: u64,
+    pub max_ssh_keys_per_user: u64,
+    /// Longest `timeout` an execution may ask for.
+    pub max_exec_timeout_seconds: u64,
+    /// Largest JSON or form body.
+    pub max_body_bytes: usize,
+    /// Largest `/upload` body.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_lifetime_seconds: 300,
+            min_lifetime_seconds: 20,
+            max_lifetime_seconds: 86_400,
+            default_memory_mb: 512,
+            min_memory_mb: 128,
+            max_memory_mb: 8192,
+            default_vcpu_count: 1,
+            max_vcpu_count: 8,
+            max_active_sessions_per_user: 32,
+            max_pending_tasks_per_user: 64,
+            max_api_keys_per_user: 100,
+            max_ssh_keys_per_user: 100,
+            max_exec_timeout_seconds: 86_400,
+            max_body_bytes: 64 << 20,
+            max_upload_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use images directory {path}: {source}")]
+    ImagesDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("INSTAVM_ADMIN_API_KEY must be 16 to 256 printable ASCII characters without spaces")]
+    AdminKey,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServerConfig {
+    /// Check the configuration and create the directories it names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.admin_api_key {
+            if !is_valid_key_text(key) {
+                return Err(ConfigError::AdminKey);
+            }
+        }
+        let l = &self.limits;
+        if l.min_lifetime_seconds == 0
+            || l.min_lifetime_seconds > l.max_lifetime_seconds
+            || !(l.min_lifetime_seconds..=l.max_lifetime_seconds)
+                .contains(&l.default_lifetime_seconds)
+            || l.min_memory_mb > l.max_memory_mb
+            || !(l.min_memory_mb..=l.max_memory_mb).contains(&l.default_memory_mb)
+            || !(1..=l.max_vcpu_count).contains(&l.default_vcpu_count)
+        {
+            return Err(ConfigError::Invalid(format!("inconsistent limits: {l:?}")));
+        }
+        create_private_dir(&self.data_dir).map_err(|source| ConfigError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        })?;
+        if let Some(images) = &self.images_dir {
+            std::fs::create_dir_all(images).map_err(|source| ConfigError::ImagesDir {
+                path: images.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("instavm.db")
+    }
+
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.data_dir.join("admin_api_key")
+    }
+
+    /// Where uploads wait when their file part arrives before the fields naming the target.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    /// The namespace runtime's own directory inside the data directory.
+    pub fn runtime_dir(&self) -> PathBuf {
+        runtime_dir(&self.data_dir)
+    }
+}
+
+/// The namespace runtime's state directory for a server data directory (also used by
+/// `instavm server purge`).
+pub fn runtime_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("runtime")
+}
+
+/// An API key as the server accepts it: printable ASCII, no whitespace, sane length.
+pub fn is_valid_key_text(key: &str) -> bool {
+    (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Create a directory (and parents) readable only by its owner.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    // Prove we can write there now rather than failing on the first request.
+    let probe = path.join(".write-test");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}

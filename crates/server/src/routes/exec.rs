@@ -1,0 +1,127 @@
+//! `/execute`, `/execute_async` and `GET /v1/executions/{id}` (spec §1.2 to §1.4).
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::exec;
+use crate::extract::{ApiJson, ApiPath};
+use crate::sessions;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+use chrono::Utc;
+use instavm_api::{
+    ExecuteAsyncResponse, ExecuteRequest, ExecuteResponse, ExecutionRecord, TaskStatus,
+};
+use instavm_store::ExecutionRow;
+
+/// Run code and wait for it. A non-zero exit code or a timeout is still 200.
+pub async fn execute(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiJson(req): ApiJson<ExecuteRequest>,
+) -> ApiResult<Json<ExecuteResponse>> {
+    let language = exec::parse_language(req.language.as_deref())?;
+    let timeout = exec::check_timeout(&state, req.timeout)?;
+    let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let deadline = exec::sync_deadline(&rec, timeout);
+    let out = exec::run(&state, &rec, language, req.command, deadline).await?;
+    Ok(Json(ExecuteResponse {
+        output: out.stdout.clone(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+        exit_code: out.exit_code,
+        execution_time: out.execution_time,
+        cpu_time: out.cpu_time,
+        timed_out: out.timed_out,
+        language: language.as_str().into(),
+    }))
+}
+
+/// Start code in the background; poll `GET /v1/executions/{task_id}` for the result.
+pub async fn execute_async(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiJson(req): ApiJson<ExecuteRequest>,
+) -> ApiResult<Json<ExecuteAsyncResponse>> {
+    let language = exec::parse_language(req.language.as_deref())?;
+    let timeout = exec::check_timeout(&state, req.timeout)?;
+    let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let limit = state.limits().max_pending_tasks_per_user;
+    let user_id = user.id;
+    if state
+        .db(move |s| s.count_pending_executions(user_id))
+        .await?
+        >= limit
+    {
+        return Err(ApiError::TooManyRequests(format!(
+            "too many pending tasks: at most {limit} per user; wait for some to finish"
+        )));
+    }
+    let task_id = uuid::Uuid::new_v4().to_string();
+    {
+        let (task_id, session_id) = (task_id.clone(), rec.id.clone());
+        state
+            .db(move |s| {
+                s.insert_execution(
+                    &task_id,
+                    &session_id,
+                    user_id,
+                    language.as_str(),
+                    Utc::now(),
+                )
+            })
+            .await?;
+    }
+    let deadline = exec::async_deadline(&rec, timeout);
+    let session_id = rec.id.clone();
+    exec::spawn_task(state, rec, task_id.clone(), language, req.command, deadline);
+    Ok(Json(ExecuteAsyncResponse {
+        task_id,
+        session_id,
+        status: TaskStatus::Pending,
+        language: language.as_str().into(),
+    }))
+}
+
+/// `GET /v1/executions/{task_id}`.
+pub async fn get_execution(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(task_id): ApiPath,
+) -> ApiResult<Json<ExecutionRecord>> {
+    let not_found = || ApiError::NotFound("task not found".into());
+    if uuid::Uuid::parse_str(&task_id).is_err() {
+        return Err(not_found());
+    }
+    let user_id = user.id;
+    let row = state
+        .db(move |s| s.get_user_execution(user_id, &task_id))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(record(row)))
+}
+
+fn record(row: ExecutionRow) -> ExecutionRecord {
+    // The official client returns only stdout and stderr, so a failed task's reason goes into
+    // stderr too, where its caller will see it.
+    let stderr = match (&row.error, row.stderr.is_empty()) {
+        (Some(err), true) => format!("task failed: {err}\n"),
+        _ => row.stderr,
+    };
+    ExecutionRecord {
+        task_id: row.id,
+        session_id: row.session_id,
+        language: row.language,
+        status: row.status,
+        is_complete: row.status != TaskStatus::Pending,
+        serialized_stdout: row.stdout,
+        serialized_stderr: stderr,
+        exit_code: row.exit_code,
+        timed_out: row.timed_out,
+        execution_time: row.execution_time,
+        cpu_time: row.cpu_time,
+        error: row.error,
+        created_at: row.created_at,
+        completed_at: row.completed_at,
+    }
+}

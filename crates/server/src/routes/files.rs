@@ -1,0 +1,373 @@
+//! `/upload` (multipart, streamed into the sandbox) and `/download` (base64 in JSON, streamed
+//! out of the sandbox) (spec §1.5, §1.6).
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiForm, ApiMultipart};
+use crate::sessions;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::multipart::Field;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use instavm_api::{upload_fields, DownloadRequest, UploadResponse};
+use instavm_runtime::{normalize_sandbox_path, ByteReader, FileKind, RuntimeError, WriteOptions};
+use std::io;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+/// Relative paths are taken from the sandbox's working directory.
+const WORKDIR: &str = "/app";
+/// Longest text field accepted in the upload form.
+const MAX_FIELD_BYTES: usize = 8 * 1024;
+
+/// Check a path from a request and make it absolute. `..` segments are refused outright: no
+/// legitimate caller needs them, and refusing is clearer than resolving them.
+pub fn sandbox_path(raw: &str) -> ApiResult<String> {
+    if raw.contains('\0') {
+        return Err(ApiError::BadRequest("path contains a NUL byte".into()));
+    }
+    if raw.split('/').any(|seg| seg == "..") {
+        return Err(ApiError::BadRequest(format!(
+            "path {raw:?} contains a '..' segment; use an absolute path inside the sandbox"
+        )));
+    }
+    normalize_sandbox_path(raw, WORKDIR)
+        .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))
+}
+
+/// `POST /upload`: fields `file`, `remote_path`, `session_id`, `recursive`.
+///
+/// The file part is streamed straight into the sandbox when the fields naming the target came
+/// first (the official SDK sends them first). Otherwise it is spooled to disk until they
+/// arrive, never held in memory.
+pub async fn upload(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiMultipart(mut form): ApiMultipart,
+) -> ApiResult<Json<UploadResponse>> {
+    let mut remote_path: Option<String> = None;
+    let mut session_id: Option<String> = None;
+    let mut result: Option<UploadResponse> = None;
+    let mut spooled: Option<Spooled> = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            upload_fields::FILE => {
+                if result.is_some() || spooled.is_some() {
+                    return Err(ApiError::BadRequest("more than one `file` part".into()));
+                }
+                match (&session_id, &remote_path) {
+                    (Some(sid), Some(path)) => {
+                        let target = Target::resolve(&state, user.id, sid, path).await?;
+                        result = Some(target.write_field(&state, field).await?);
+                    }
+                    _ => spooled = Some(Spooled::save(&state, field).await?),
+                }
+            }
+            upload_fields::REMOTE_PATH => remote_path = Some(text_field(field).await?),
+            upload_fields::SESSION_ID => session_id = Some(text_field(field).await?),
+            upload_fields::RECURSIVE => {
+                // Accepted for compatibility; parent directories are always created.
+                let value = text_field(field).await?;
+                if value != "true" && value != "false" {
+                    return Err(ApiError::Unprocessable(format!(
+                        "recursive must be \"true\" or \"false\", got {value:?}"
+                    )));
+                }
+            }
+            // Unknown parts are drained and ignored, like unknown JSON fields.
+            _ => drain(field).await?,
+        }
+    }
+    let missing = |what: &str| ApiError::Unprocessable(format!("missing form field `{what}`"));
+    let sid = session_id.ok_or_else(|| missing(upload_fields::SESSION_ID))?;
+    let path = remote_path.ok_or_else(|| missing(upload_fields::REMOTE_PATH))?;
+    if let Some(done) = result {
+        return Ok(Json(done));
+    }
+    let spooled = spooled.ok_or_else(|| missing(upload_fields::FILE))?;
+    let target = Target::resolve(&state, user.id, &sid, &path).await?;
+    let reader = spooled.reader().await?;
+    Ok(Json(target.write(&state, reader).await?))
+}
+
+/// Where an upload goes.
+struct Target {
+    rec: instavm_store::SessionRecord,
+    path: String,
+}
+
+impl Target {
+    async fn resolve(state: &AppState, user_id: i64, sid: &str, path: &str) -> ApiResult<Target> {
+        let path = sandbox_path(path)?;
+        let rec = sessions::active(state, user_id, sid).await?;
+        Ok(Target { rec, path })
+    }
+
+    async fn write(self, state: &AppState, data: ByteReader) -> ApiResult<UploadResponse> {
+        let sandbox = sessions::sandbox_id(&self.rec)?;
+        let written = state
+            .runtime()
+            .write_file(&sandbox, &self.path, data, WriteOptions::default())
+            .await;
+        match written {
+            Ok(info) => Ok(UploadResponse {
+                success: true,
+                remote_path: info.path,
+                size: info.size,
+            }),
+            Err(RuntimeError::NotFound(_) | RuntimeError::NotRunning(_)) => {
+                Err(sessions::sandbox_gone(state, &self.rec).await)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Stream a multipart field into the sandbox. The field borrows the form, so it cannot be
+    /// handed to the runtime as an owned reader: a pump forwards its chunks through a small
+    /// channel while the runtime reads from the other end, keeping a few chunks in memory.
+    async fn write_field(
+        self,
+        state: &AppState,
+        mut field: Field<'_>,
+    ) -> ApiResult<UploadResponse> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let chunks = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let reader: ByteReader = Box::pin(StreamReader::new(chunks));
+        let pump = async move {
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return Ok(()); // The runtime stopped reading; it reports why.
+                        }
+                    }
+                    Ok(None) => return Ok(()), // Dropping `tx` ends the stream.
+                    Err(err) => {
+                        let io_err = io::Error::new(io::ErrorKind::InvalidData, err.body_text());
+                        let _ = tx.send(Err(io_err)).await;
+                        return Err(multipart_error(err));
+                    }
+                }
+            }
+        };
+        let (pumped, written) = tokio::join!(pump, self.write(state, reader));
+        // A broken request body is the clearer explanation of a failed write.
+        pumped?;
+        written
+    }
+}
+
+/// A file part saved to a temporary file because it came before the fields naming its target.
+struct Spooled {
+    file: tempfile::NamedTempFile,
+}
+
+impl Spooled {
+    async fn save(state: &AppState, field: Field<'_>) -> ApiResult<Spooled> {
+        let dir = state.spool_dir().clone();
+        let file = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            tempfile::NamedTempFile::new_in(&dir)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(format!("creating a spool file: {e}")))?;
+        let mut out = tokio::fs::File::from_std(file.reopen().map_err(ApiError::internal)?);
+        let mut stream = field;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(multipart_error)?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::internal(format!("spooling an upload: {e}")))?;
+        }
+        out.flush().await.map_err(ApiError::internal)?;
+        Ok(Spooled { file })
+    }
+
+    /// Stream the spooled bytes; the temporary file is deleted once the reader is dropped
+    /// (it is unlinked now and kept alive by the open handle).
+    async fn reader(self) -> ApiResult<ByteReader> {
+        let handle = self.file.reopen().map_err(ApiError::internal)?;
+        drop(self.file);
+        Ok(Box::pin(tokio::fs::File::from_std(handle)))
+    }
+}
+
+async fn text_field(field: Field<'_>) -> ApiResult<String> {
+    let name = field.name().unwrap_or_default().to_owned();
+    let mut buf = Vec::new();
+    let mut field = field;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if buf.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::Unprocessable(format!(
+                "form field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf)
+        .map_err(|_| ApiError::BadRequest(format!("form field `{name}` is not valid UTF-8")))
+}
+
+async fn drain(mut field: Field<'_>) -> ApiResult<()> {
+    while field.chunk().await.map_err(multipart_error)?.is_some() {}
+    Ok(())
+}
+
+fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::from_rejection(
+        err.status(),
+        format!("invalid multipart body: {}", err.body_text()),
+    )
+}
+
+/// `POST /download` (form-encoded `filename`, `session_id`): answers
+/// `{"filename", "content" (base64), "size"}`, encoded while the file streams out of the
+/// sandbox, so a large file is never held in memory, raw or encoded.
+pub async fn download(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiForm(req): ApiForm<DownloadRequest>,
+) -> ApiResult<Response> {
+    let path = sandbox_path(&req.filename)?;
+    let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let sandbox = sessions::sandbox_id(&rec)?;
+    let (info, reader) = match state.runtime().read_file(&sandbox, &path).await {
+        Ok(opened) => opened,
+        Err(RuntimeError::NotFound(_) | RuntimeError::NotRunning(_)) => {
+            return Err(sessions::sandbox_gone(&state, &rec).await)
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if info.kind != FileKind::File {
+        return Err(ApiError::BadRequest(format!(
+            "{path} is not a regular file"
+        )));
+    }
+    let filename = serde_json::to_string(&req.filename).map_err(ApiError::internal)?;
+    let head = format!("{{\"filename\":{filename},\"content\":\"");
+    let session = rec.id.clone();
+    let body = base64_json_body(head, reader).inspect_err(move |err| {
+        tracing::error!(session = %session, error = %err, "download stream broke off");
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The JSON document `head + base64(reader) + "\",\"size\":N}"` as a stream. Base64 works on
+/// 3-byte groups, so up to two bytes are carried from one chunk to the next.
+fn base64_json_body(
+    head: String,
+    reader: ByteReader,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    enum Phase {
+        Head(String),
+        Body,
+        Tail,
+        Done,
+    }
+    struct Encoder {
+        phase: Phase,
+        chunks: ReaderStream<ByteReader>,
+        carry: Vec<u8>,
+        size: u64,
+    }
+    let start = Encoder {
+        phase: Phase::Head(head),
+        chunks: ReaderStream::with_capacity(reader, 48 * 1024),
+        carry: Vec::with_capacity(2),
+        size: 0,
+    };
+    futures::stream::unfold(start, |mut e| async move {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        loop {
+            match std::mem::replace(&mut e.phase, Phase::Done) {
+                Phase::Head(head) => {
+                    e.phase = Phase::Body;
+                    return Some((Ok(Bytes::from(head)), e));
+                }
+                Phase::Body => match e.chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        e.phase = Phase::Body;
+                        e.size += chunk.len() as u64;
+                        e.carry.extend_from_slice(&chunk);
+                        let whole = e.carry.len() / 3 * 3;
+                        if whole == 0 {
+                            continue;
+                        }
+                        let encoded = b64.encode(&e.carry[..whole]);
+                        e.carry.drain(..whole);
+                        return Some((Ok(Bytes::from(encoded)), e));
+                    }
+                    Some(Err(err)) => return Some((Err(err), e)),
+                    None => {
+                        e.phase = Phase::Tail;
+                        if !e.carry.is_empty() {
+                            let rest = b64.encode(&e.carry);
+                            e.carry.clear();
+                            return Some((Ok(Bytes::from(rest)), e));
+                        }
+                    }
+                },
+                Phase::Tail => {
+                    let tail = format!("\",\"size\":{}}}", e.size);
+                    return Some((Ok(Bytes::from(tail)), e));
+                }
+                Phase::Done => return None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_checked_and_made_absolute() {
+        assert_eq!(sandbox_path("a/b.txt").unwrap(), "/app/a/b.txt");
+        assert_eq!(sandbox_path("/tmp//x").unwrap(), "/tmp/x");
+        assert!(matches!(
+            sandbox_path("../etc/passwd"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            sandbox_path("/a/../../b"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(sandbox_path("a\0b"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(sandbox_path(""), Err(ApiError::BadRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn download_body_is_valid_json_with_exact_base64() {
+        for len in [0usize, 1, 2, 3, 4, 100_000, 100_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            let reader: ByteReader = Box::pin(std::io::Cursor::new(data.clone()));
+            let parts: Vec<Bytes> =
+                base64_json_body("{\"filename\":\"f\",\"content\":\"".into(), reader)
+                    .try_collect()
+                    .await
+                    .unwrap();
+            let body: Vec<u8> = parts.concat();
+            let doc: instavm_api::DownloadResponse = serde_json::from_slice(&body).unwrap();
+            assert_eq!(doc.size, len as u64);
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(doc.content)
+                .unwrap();
+            assert_eq!(decoded, data);
+        }
+    }
+}

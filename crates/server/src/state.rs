@@ -1,0 +1,161 @@
+//! Shared state of the server: store, runtime, limits, readiness and usage counters.
+
+use crate::auth::hashes_equal;
+use crate::config::Limits;
+use crate::error::ApiError;
+use instavm_runtime::Runtime;
+use instavm_store::{Store, StoreError, UsageCounters, UserRecord};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Cheap to clone; every handler gets one.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    runtime: Arc<dyn Runtime>,
+    limits: Limits,
+    admin: AdminIdentity,
+    readiness: watch::Sender<Readiness>,
+    usage: Mutex<HashMap<String, UsageCounters>>,
+    spool_dir: PathBuf,
+}
+
+/// The admin key never enters the database: its hash is held here and maps to the built-in
+/// admin user.
+struct AdminIdentity {
+    key_hash: [u8; 32],
+    user: UserRecord,
+}
+
+/// Whether sandboxes can be created yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// `Runtime::prepare` is running (the base image may be building).
+    Preparing,
+    Ready,
+    /// `prepare` failed; it is retried. The message is for the log only.
+    Failed(String),
+}
+
+/// Email of the built-in admin user (not a deliverable address on purpose).
+pub const ADMIN_EMAIL: &str = "admin@instavm.local";
+
+impl AppState {
+    /// Build the state; creates the built-in admin user on first start.
+    pub fn new(
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        limits: Limits,
+        admin_key: &str,
+        spool_dir: PathBuf,
+    ) -> Result<AppState, StoreError> {
+        let user = store.ensure_admin_user(ADMIN_EMAIL, chrono::Utc::now())?;
+        Ok(AppState {
+            inner: Arc::new(Shared {
+                store,
+                runtime,
+                limits,
+                admin: AdminIdentity {
+                    key_hash: crate::auth::hash_key(admin_key),
+                    user,
+                },
+                readiness: watch::channel(Readiness::Preparing).0,
+                usage: Mutex::new(HashMap::new()),
+                spool_dir,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.inner.runtime
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn spool_dir(&self) -> &PathBuf {
+        &self.inner.spool_dir
+    }
+
+    pub fn admin_for_hash(&self, hash: &[u8; 32]) -> Option<UserRecord> {
+        hashes_equal(hash, &self.inner.admin.key_hash).then(|| self.inner.admin.user.clone())
+    }
+
+    /// Run a store call on a blocking thread (SQLite calls block, and a commit fsyncs).
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::from)
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.inner.readiness.borrow().clone()
+    }
+
+    pub fn set_readiness(&self, r: Readiness) {
+        self.inner.readiness.send_replace(r);
+    }
+
+    /// Refuse with 503 until sandboxes can be created.
+    pub fn require_ready(&self) -> Result<(), ApiError> {
+        match self.readiness() {
+            Readiness::Ready => Ok(()),
+            Readiness::Preparing => Err(ApiError::Unavailable(
+                "the server is still preparing the sandbox runtime (first start builds the base image); retry shortly".into(),
+            )),
+            Readiness::Failed(_) => Err(ApiError::Unavailable(
+                "the sandbox runtime failed to prepare; the server log has the details".into(),
+            )),
+        }
+    }
+
+    /// Count an execution against a session (flushed to the store in batches).
+    pub fn record_usage(&self, session_id: &str, delta: UsageCounters) {
+        let mut map = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(session_id.to_owned()).or_default().add(delta);
+    }
+
+    /// Counters recorded but not yet flushed for one session.
+    pub fn unflushed_usage(&self, session_id: &str) -> UsageCounters {
+        let map = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(session_id).copied().unwrap_or_default()
+    }
+
+    /// Write buffered counters to the store. On failure they are put back for the next try.
+    pub async fn flush_usage(&self) -> Result<(), ApiError> {
+        let batch: Vec<(String, UsageCounters)> = {
+            let mut map = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+            map.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = {
+            let batch = batch.clone();
+            self.db(move |s| s.add_session_usage(&batch)).await
+        };
+        if result.is_err() {
+            for (id, delta) in batch {
+                self.record_usage(&id, delta);
+            }
+        }
+        result
+    }
+}

@@ -1,8 +1,11 @@
 //! `instavm`: the command-line client (spec/cli.md) and, as `instavm server`, the platform.
 
 mod commands;
+mod config;
+mod errors;
+mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -18,6 +21,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Store, inspect or remove the API key and defaults in ~/.instavm/config.json.
+    Auth {
+        #[command(subcommand)]
+        command: Option<commands::auth::AuthCommand>,
+    },
+    /// Show the account and its SSH keys.
+    Whoami(commands::RuntimeArgs),
+    /// Run inline code or a local file in a session; `exec result TASK_ID` waits for a task.
+    Exec(commands::exec::ExecArgs),
+    /// Self-hosting administration (needs the admin API key).
+    Admin {
+        #[command(subcommand)]
+        command: Option<commands::admin::AdminCommand>,
+    },
+    /// Run the platform: the HTTP API and the sandboxes on this host.
+    Server(commands::server::ServerArgs),
     /// Deploy an app from instavm.yaml (or zero-config detection); `--plan` prints the plan offline.
     Deploy(commands::deploy::DeployArgs),
 }
@@ -26,17 +45,44 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => {
-            use clap::CommandFactory;
             let _ = Cli::command().print_help();
             return ExitCode::SUCCESS;
         }
+        Some(Command::Auth { command: None }) => group_help("auth"),
+        Some(Command::Auth { command: Some(c) }) => {
+            commands::auth::run(c).map(|()| ExitCode::SUCCESS)
+        }
+        Some(Command::Whoami(args)) => block_on(commands::whoami::run(args)),
+        Some(Command::Exec(args)) => block_on(commands::exec::run(args)),
+        Some(Command::Admin { command: None }) => group_help("admin"),
+        Some(Command::Admin { command: Some(c) }) => block_on(commands::admin::run(c)),
+        Some(Command::Server(args)) => commands::server::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Deploy(args)) => commands::deploy::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            errors::report(&err);
             ExitCode::from(1)
         }
     }
+}
+
+/// A group without a subcommand prints its help and succeeds (the official CLI since 0.26).
+fn group_help(name: &str) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    if let Some(sub) = cmd.find_subcommand_mut(name) {
+        sub.print_help()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Client commands are a few sequential requests: a single-threaded runtime is enough.
+fn block_on(
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(fut).map(|()| ExitCode::SUCCESS)
 }

@@ -1,3 +1,44 @@
 //! One module per command group of spec/cli.md.
 
+pub mod admin;
+pub mod auth;
 pub mod deploy;
+pub mod exec;
+pub mod server;
+pub mod whoami;
+
+use crate::config::{self, Overrides, Settings};
+use crate::errors::MissingKey;
+use clap::Args;
+use instavm_sdk::Client;
+
+/// `--api-key`, `--base-url` and `-j/--json`, on every API-backed command.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Override the InstaVM API key for this command.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Override the InstaVM API base URL for this command.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Emit JSON output (one line).
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+impl RuntimeArgs {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        config::resolve(&Overrides {
+            api_key: self.api_key.clone(),
+            base_url: self.base_url.clone(),
+            ssh_host: None,
+        })
+    }
+
+    /// A client for the resolved settings; fails before any request when no key is set.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let settings = self.settings()?;
+        let key = settings.api_key.ok_or(MissingKey)?;
+        Ok(Client::new(&settings.base_url, Some(key))?)
+    }
+}

@@ -1,0 +1,123 @@
+//! `instavm server` (the platform) and `instavm server purge`.
+
+use crate::output::emit;
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use instavm_server::{Limits, RuntimeKind, ServerConfig};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "INSTAVM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the database, the admin key and sandbox state live
+    /// [default: <user data dir>/instavm, e.g. ~/.local/share/instavm].
+    #[arg(long, env = "INSTAVM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Image directory, shareable between data directories [default: inside the data dir].
+    #[arg(long, env = "INSTAVM_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+    /// Sandbox backend. `fake` runs no code and is for developing the API only.
+    #[arg(long, env = "INSTAVM_RUNTIME", value_enum, default_value_t = RuntimeArg::Namespaces)]
+    pub runtime: RuntimeArg,
+    /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerAction {
+    /// Destroy every sandbox of a data directory and release its mounts (after a crash, or
+    /// before deleting the directory). Run it while the server is stopped.
+    Purge(PurgeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PurgeArgs {
+    #[arg(long, env = "INSTAVM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "INSTAVM_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeArg {
+    Namespaces,
+    Fake,
+}
+
+fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(dir) => Ok(dir),
+        None => dirs::data_dir()
+            .map(|d| d.join("instavm"))
+            .ok_or_else(|| anyhow!("cannot find the user data directory; pass --data-dir")),
+    }
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match args.action {
+        Some(ServerAction::Purge(p)) => {
+            let dir = data_dir(p.data_dir)?;
+            runtime
+                .block_on(instavm_server::purge(&dir, p.images_dir.as_deref()))
+                .with_context(|| format!("purging {}", dir.display()))?;
+            let payload = json!({"status": "purged", "data_dir": dir.display().to_string()});
+            emit(
+                p.json,
+                &payload,
+                &[format!("Purged the sandboxes of {}", dir.display())],
+            )
+        }
+        None => {
+            init_logging(args.json);
+            let config = ServerConfig {
+                listen: args.listen,
+                data_dir: data_dir(args.data_dir)?,
+                images_dir: args.images_dir,
+                runtime: match args.runtime {
+                    RuntimeArg::Namespaces => RuntimeKind::Namespaces,
+                    RuntimeArg::Fake => RuntimeKind::Fake,
+                },
+                // Read here, not as a flag: a key on the command line shows up in `ps`.
+                admin_api_key: std::env::var("INSTAVM_ADMIN_API_KEY")
+                    .ok()
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty()),
+                limits: Limits::default(),
+            };
+            runtime.block_on(instavm_server::run(config))?;
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("INSTAVM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

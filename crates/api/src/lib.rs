@@ -11,6 +11,7 @@ mod files;
 mod keys;
 mod sessions;
 mod users;
+mod vms;
 
 pub use error::*;
 pub use exec::*;
@@ -18,6 +19,7 @@ pub use files::*;
 pub use keys::*;
 pub use sessions::*;
 pub use users::*;
+pub use vms::*;
 
 use serde::{Deserialize, Serialize};
 

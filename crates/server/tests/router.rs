@@ -946,3 +946,30 @@ async fn usage_breakdown_and_app_url() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn vm_views_of_sessions() {
+    let api = api();
+    let key = api.user("a@example.com").await;
+    let other = api.user("b@example.com").await;
+    let live = api.session(&key, json!({})).await;
+    let dead = api.session(&key, json!({})).await;
+    api.post("/kill", &key, json!({"session_id": dead})).await;
+    let r = api.get("/v1/vms", &key).await;
+    let running = r.body.as_array().unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0]["session_id"], live.as_str());
+    let vm_id = running[0]["vm_id"].as_str().unwrap().to_owned();
+    assert_eq!(running[0]["id"], vm_id.as_str());
+    let r = api.get("/v1/vms/", &key).await;
+    assert_eq!(
+        r.body.as_array().unwrap().len(),
+        2,
+        "the trailing slash means all records"
+    );
+    let r = api.get(&format!("/v1/vms/{vm_id}"), &key).await;
+    assert_eq!(r.body["status"], "active");
+    let r = api.get(&format!("/v1/vms/{vm_id}"), &other).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/v1/vms", &other).await.body, json!([]));
+}

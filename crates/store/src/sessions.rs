@@ -201,3 +201,21 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The session with this VM id if, and only if, it belongs to `user_id`.
+    pub fn get_user_session_by_vm(
+        &self,
+        user_id: i64,
+        vm_id: &str,
+    ) -> Result<Option<SessionRecord>> {
+        Ok(self
+            .reader()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sessions WHERE vm_id = ?1 AND user_id = ?2"),
+                params![vm_id, user_id],
+                from_row,
+            )
+            .optional()?)
+    }
+}

@@ -7,6 +7,7 @@ mod health;
 mod sessions;
 mod ssh_keys;
 mod users;
+mod vms;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -35,6 +36,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions/app-url/{session_id}", get(sessions::app_url))
         .route("/v1/sessions/sandboxes", get(sessions::list_sandboxes))
         .route("/kill", post(sessions::kill))
+        // Read-only VM views of sessions (spec §6.2 to §6.4); `/v1/vms/` means all records.
+        .route("/v1/vms", get(vms::list_running))
+        .route("/v1/vms/", get(vms::list_all))
+        .route("/v1/vms/{vm_id}", get(vms::get))
         // Execution.
         .route("/execute", post(exec::execute))
         .route("/execute_async", post(exec::execute_async))

@@ -8,7 +8,8 @@ use instavm_protocol::{
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most entries a listing returns, so one request cannot make the agent build an unbounded list.
 const MAX_LIST: usize = 100_000;
@@ -107,6 +108,74 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
     Response::Entries { entries }
 }
 
+/// An upload in progress: written to a hidden temporary file beside the target and renamed
+/// over it only when complete, so a failed upload (quota, broken connection) neither leaves half
+/// a file nor clobbers the one that was there.
+struct Upload {
+    file: File,
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl Upload {
+    fn start(path: &str, create_parents: bool, mode: Option<u32>) -> Result<Upload, Response> {
+        let target = check_path(path)?.to_path_buf();
+        let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+            return Err(error(
+                ErrorKind::IsADirectory,
+                format!("{path} is a directory"),
+            ));
+        };
+        if create_parents {
+            fs::create_dir_all(parent).map_err(|e| io_error(path, &e))?;
+        }
+        if target.is_dir() {
+            return Err(error(
+                ErrorKind::IsADirectory,
+                format!("{path} is a directory"),
+            ));
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = parent.join(format!(
+            ".{}.upload-{}",
+            name.to_string_lossy(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.unwrap_or(0o644))
+            .open(&tmp)
+            .map_err(|e| io_error(path, &e))?;
+        Ok(Upload { file, tmp, target })
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        match self.file.write_all(data) {
+            // btrfs counts space freed by recent deletions only after a commit: commit once and
+            // retry before calling the quota full.
+            Err(e) if ErrorKind::from_io(&e) == ErrorKind::NoSpace => {
+                crate::sys::syncfs(&self.file);
+                self.file.write_all(data)
+            }
+            r => r,
+        }
+    }
+
+    fn finish(self) -> io::Result<Metadata> {
+        let meta = self.file.metadata()?;
+        fs::rename(&self.tmp, &self.target)?;
+        Ok(meta)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // After a successful rename the temporary name no longer exists: harmless.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 /// Receive a file. The data frames are always consumed to the end frame, even after a failure,
 /// so the connection stays in step; the error is reported afterwards.
 pub fn write_file(
@@ -115,27 +184,14 @@ pub fn write_file(
     create_parents: bool,
     mode: Option<u32>,
 ) -> io::Result<()> {
-    let mut result: Result<File, Response> = check_path(path).and_then(|p| {
-        if create_parents {
-            if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent).map_err(|e| io_error(path, &e))?;
-            }
-        }
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode.unwrap_or(0o644))
-            .open(p)
-            .map_err(|e| io_error(path, &e))
-    });
+    let mut upload = Upload::start(path, create_parents, mode);
     loop {
         let frame = read_frame(conn)?.ok_or(io::ErrorKind::UnexpectedEof)?;
         match frame.kind {
             FrameKind::Data => {
-                if let Ok(f) = &mut result {
-                    if let Err(e) = f.write_all(&frame.payload) {
-                        result = Err(io_error(path, &e));
+                if let Ok(u) = &mut upload {
+                    if let Err(e) = u.write(&frame.payload) {
+                        upload = Err(io_error(path, &e));
                     }
                 }
             }
@@ -149,10 +205,8 @@ pub fn write_file(
             }
         }
     }
-    let response = result.and_then(|f| {
-        // Quota errors can surface only when the data is flushed.
-        f.sync_data().map_err(|e| io_error(path, &e))?;
-        let meta = f.metadata().map_err(|e| io_error(path, &e))?;
+    let response = upload.and_then(|u| {
+        let meta = u.finish().map_err(|e| io_error(path, &e))?;
         Ok(Response::File(entry(path, &meta)))
     });
     write_json(conn, &response.unwrap_or_else(|r| r))

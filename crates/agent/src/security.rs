@@ -153,10 +153,7 @@ fn build_filter() -> io::Result<BpfProgram> {
     // Injecting keystrokes into a terminal that someone else reads.
     rules.insert(
         libc::SYS_ioctl,
-        vec![
-            eq_rule(1, libc::TIOCSTI)?,
-            eq_rule(1, libc::TIOCLINUX)?,
-        ],
+        vec![eq_rule(1, libc::TIOCSTI)?, eq_rule(1, libc::TIOCLINUX)?],
     );
     let filter = SeccompFilter::new(
         rules,

@@ -175,6 +175,12 @@ pub fn close_fds_from(first: RawFd) {
     };
 }
 
+/// Commit the file system holding `fd`.
+pub fn syncfs(fd: &impl AsRawFd) {
+    // SAFETY: syncfs on a descriptor we own; no memory is involved.
+    unsafe { libc::syncfs(fd.as_raw_fd()) };
+}
+
 pub fn set_cloexec(fd: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own, integer arguments only.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)

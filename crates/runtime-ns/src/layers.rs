@@ -99,7 +99,10 @@ impl Layers {
             return Ok(());
         }
         match self.backend {
-            Backend::Btrfs => sys::btrfs_delete_subvolume(&self.dir, id),
+            // A plain directory (a crash before the subvolume existed) is not a subvolume.
+            Backend::Btrfs => {
+                sys::btrfs_delete_subvolume(&self.dir, id).or_else(|_| fs::remove_dir_all(&root))
+            }
             Backend::Tmpfs => {
                 let _ = sys::umount_detach(&root);
                 fs::remove_dir_all(&root)
@@ -120,8 +123,10 @@ impl Layers {
 
     /// Unmount the store (the loop device detaches itself).
     pub fn unmount(&self) {
-        if self.backend == Backend::Btrfs && sys::is_mount_point(&self.dir) {
-            let _ = sys::umount_detach(&self.dir);
+        while self.backend == Backend::Btrfs && sys::is_mount_point(&self.dir) {
+            if sys::umount_detach(&self.dir).is_err() {
+                break;
+            }
         }
     }
 }

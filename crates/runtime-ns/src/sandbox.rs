@@ -97,8 +97,10 @@ impl Inner {
                 "the namespace runtime must run as root".into(),
             ));
         }
-        let data_dir = config.data_dir.clone();
-        fs::create_dir_all(&data_dir).map_err(io_err("creating the data directory"))?;
+        fs::create_dir_all(&config.data_dir).map_err(io_err("creating the data directory"))?;
+        // Canonical, so mount points compare equal to /proc/self/mountinfo's.
+        let data_dir =
+            fs::canonicalize(&config.data_dir).map_err(io_err("resolving the data directory"))?;
         let sandboxes_dir = data_dir.join("sandboxes");
         fs::DirBuilder::new()
             .recursive(true)

@@ -230,13 +230,17 @@ pub fn in_netns_of<T: Send + 'static>(
         .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
-/// Process start time in clock ticks since boot (field 22 of /proc/PID/stat), to tell a live
-/// sandbox init from an unrelated process that reused its pid.
+/// Start time in clock ticks since boot (field 22 of /proc/PID/stat) of a running (not zombie)
+/// process, to tell a live sandbox init from an unrelated process that reused its pid.
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut rest = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = rest.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
 }
 
 pub fn mount(

@@ -7,6 +7,7 @@
 //! thread per connection, each connection a sequence of request/response exchanges.
 
 mod bash;
+mod deadline;
 mod files;
 mod output;
 mod python;
@@ -100,6 +101,7 @@ fn run() -> io::Result<()> {
     sys::set_cloexec(&listener)?;
     let env = Env::new(&cfg);
     python::start_eagerly(&env);
+    deadline::start(cfg.deadline_unix_secs)?;
 
     let env: &'static Env = Box::leak(Box::new(env));
     for conn in listener.incoming() {
@@ -168,6 +170,10 @@ fn handle(conn: &mut UnixStream, request: Request, env: &Env) -> io::Result<()> 
         Request::ReadFile { path } => return files::read_file(conn, &path),
         Request::Stat { path } => files::stat(&path),
         Request::ListDir { path, recursive } => files::list_dir(&path, recursive),
+        Request::SetDeadline { unix_secs } => {
+            deadline::set(unix_secs);
+            Response::Ok
+        }
     };
     write_json(conn, &response)
 }

@@ -25,6 +25,10 @@ pub enum Request {
         path: String,
         recursive: bool,
     },
+    /// Move the time (unix seconds) at which the agent ends the sandbox by itself.
+    SetDeadline {
+        unix_secs: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,7 @@ pub enum Response {
     Entries {
         entries: Vec<Entry>,
     },
+    Ok,
     Error {
         kind: ErrorKind,
         message: String,
@@ -165,6 +170,9 @@ pub struct AgentConfig {
     pub nameservers: Vec<String>,
     /// Size of `/dev/shm` in bytes.
     pub shm_bytes: u64,
+    /// Unix time at which the agent ends the sandbox by itself, so a sandbox never outlives its
+    /// lifetime by much even when no server is running to reap it.
+    pub deadline_unix_secs: i64,
 }
 
 pub const CONFIG_FD: i32 = 3;

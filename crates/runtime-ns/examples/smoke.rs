@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or("info".into()))
+        .init();
     let data = std::env::args().nth(1).unwrap_or("/tmp/ivm-smoke".into());
     let mut cfg = NsConfig::new(&data);
     cfg.images_dir = std::env::var("IMAGES").ok().map(Into::into);

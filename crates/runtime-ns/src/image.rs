@@ -261,3 +261,115 @@ pub fn unpack_rootfs(reader: impl Read, dest: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = header(tar::EntryType::Regular, data.len() as u64);
+        // set_path refuses `..`; write the raw name like a hostile archive would.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn link(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, target: &str) {
+        let mut h = header(kind, 0);
+        b.append_link(&mut h, path, target).unwrap();
+    }
+
+    #[test]
+    fn unpacks_a_plain_rootfs_and_skips_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tarball(|b| {
+            file(b, "etc/os-release", b"ID=test\n");
+            file(b, "./usr/bin/tool", b"#!/bin/sh\n");
+            let mut h = header(tar::EntryType::Char, 0);
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+            b.append_data(&mut h, "dev/null", std::io::empty()).unwrap();
+        });
+        unpack_rootfs(&tar[..], dir.path()).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("etc/os-release")).unwrap(),
+            b"ID=test\n"
+        );
+        assert!(dir.path().join("usr/bin/tool").exists());
+        assert!(!dir.path().join("dev/null").exists());
+    }
+
+    #[test]
+    fn refuses_entries_that_climb_out() {
+        let outer = tempfile::tempdir().unwrap();
+        let dest = outer.path().join("rootfs");
+        fs::create_dir(&dest).unwrap();
+        let tar = tarball(|b| file(b, "../escaped", b"x"));
+        assert!(unpack_rootfs(&tar[..], &dest).is_err());
+        assert!(!outer.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn never_writes_through_a_symlink_to_outside() {
+        let outer = tempfile::tempdir().unwrap();
+        let dest = outer.path().join("rootfs");
+        fs::create_dir(&dest).unwrap();
+        let outside = outer.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let tar = tarball(|b| {
+            link(
+                b,
+                tar::EntryType::Symlink,
+                "evil",
+                outside.to_str().unwrap(),
+            );
+            file(b, "evil/planted", b"x");
+        });
+        let err = unpack_rootfs(&tar[..], &dest).unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        assert!(fs::symlink_metadata(dest.join("evil"))
+            .unwrap()
+            .is_symlink());
+        assert!(!outside.join("planted").exists(), "wrote through a symlink");
+        let tar = tarball(|b| link(b, tar::EntryType::Link, "hard", "../../etc/passwd"));
+        assert!(unpack_rootfs(&tar[..], &dest).is_err());
+    }
+
+    #[test]
+    fn gzip_is_detected_and_names_are_checked() {
+        use std::io::Write;
+        let tar = tarball(|b| file(b, "hello", b"hi"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let images = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(images.path()).unwrap();
+        let rootfs = store.import_tarball("tiny", &gz[..]).unwrap();
+        assert_eq!(fs::read(rootfs.join("hello")).unwrap(), b"hi");
+        assert!(
+            store.import_tarball("tiny", &gz[..]).is_err(),
+            "no silent replacement"
+        );
+        for bad in ["", "../x", ".hidden", "a/b", "x y"] {
+            assert!(store.import_tarball(bad, &gz[..]).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -302,6 +302,16 @@ impl Runtime for NsRuntime {
 
     async fn set_expiry(&self, id: &SandboxId, expires_at: DateTime<Utc>) -> Result<()> {
         let sb = self.sandbox(id)?;
+        let unix_secs = sandbox::agent_deadline(expires_at);
+        match sb
+            .client
+            .call(&Request::SetDeadline { unix_secs })
+            .await
+            .map_err(|e| sb.explain(e))?
+        {
+            Response::Ok => {}
+            other => return Err(unexpected(other)),
+        }
         let inner = self.inner.clone();
         blocking(move || inner.set_expiry(&sb, expires_at)).await
     }

@@ -232,6 +232,7 @@ impl Inner {
 
     fn start(&self, dir: &Path, rec: &mut Record, lower: &Path) -> Result<OwnedFd> {
         let id = rec.id.as_str().to_owned();
+        let mut phases = Phases::start();
         let slot = match &self.network {
             Some(net) => {
                 let slot = net
@@ -243,6 +244,7 @@ impl Inner {
             }
             None => None,
         };
+        phases.mark("address");
         let limits = Limits {
             memory_bytes: u64::from(rec.spec.memory_mb) << 20,
             pids: rec.spec.pids_max,
@@ -251,10 +253,12 @@ impl Inner {
         self.cgroups
             .create(&id, limits)
             .map_err(io_err("creating cgroups"))?;
+        phases.mark("cgroups");
         let layer = self
             .layers
             .create(&id, rec.spec.disk_mb << 20)
             .map_err(io_err("creating the writable layer"))?;
+        phases.mark("layer");
         let root = dir.join("root");
         fs::create_dir(&root).map_err(io_err("creating the root mount point"))?;
         let socket = dir.join("agent.sock");
@@ -276,6 +280,7 @@ impl Inner {
         )
         .map_err(io_err("starting the sandbox"))?;
         drop(config_r);
+        phases.mark("clone");
         rec.pid = Some(spawned.pid);
         rec.start_time = sys::process_start_time(spawned.pid);
         record::save(dir, rec).map_err(io_err("writing the sandbox record"))?;
@@ -302,17 +307,21 @@ impl Inner {
                 .map(|n| n.nameservers.clone())
                 .unwrap_or_default(),
             shm_bytes: SHM_BYTES,
+            deadline_unix_secs: agent_deadline(rec.expires_at),
         };
         let mut w = fs::File::from(config_w);
         w.write_all(&serde_json::to_vec(&config).map_err(|e| RuntimeError::Agent(e.to_string()))?)
             .map_err(io_err("sending the agent its config"))?;
         drop(w);
+        phases.mark("config");
 
         // Meanwhile the agent mounts its root and starts Python.
         if let (Some(net), Some(slot)) = (&self.network, slot) {
             net.attach(&id, spawned.pid, slot)
                 .map_err(io_err("connecting the sandbox network"))?;
         }
+        phases.mark("network");
+        tracing::debug!(sandbox = %id, "create phases (ms): {phases}");
         Ok(spawned.pidfd)
     }
 
@@ -464,6 +473,45 @@ impl Sandbox {
             }
             other => other,
         }
+    }
+}
+
+/// The agent ends its sandbox a little after the host would have: the host's reaper normally
+/// wins and reports an expiry; the agent's own deadline only matters when no server runs.
+const AGENT_DEADLINE_GRACE: i64 = 30;
+
+pub fn agent_deadline(expires_at: DateTime<Utc>) -> i64 {
+    expires_at.timestamp().saturating_add(AGENT_DEADLINE_GRACE)
+}
+
+/// Elapsed time per step of an operation, for debug logs.
+struct Phases {
+    last: std::time::Instant,
+    marks: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.marks
+            .push((name, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, ms) in &self.marks {
+            write!(f, "{name} {ms:.2} ")?;
+        }
+        Ok(())
     }
 }
 

@@ -420,3 +420,64 @@ fn unsafe_free_kill(pid: i32) {
         .status()
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_imported_rootfs_tarball_runs() {
+    if !is_root() {
+        return;
+    }
+    let base = Env::new().await; // makes sure the base image exists
+    let work = tempfile::Builder::new()
+        .prefix("import-")
+        .tempdir_in(target_dir())
+        .unwrap();
+    let tarball = work.path().join("rootfs.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(images_dir().join("base/rootfs"))
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut config = instavm_runtime_ns::NsConfig::new(work.path().join("data"));
+    config.images_dir = Some(work.path().join("images"));
+    let rt = instavm_runtime_ns::NsRuntime::open(config.clone())
+        .await
+        .unwrap();
+    rt.import_image("imported", tarball.clone()).await.unwrap();
+    assert!(
+        rt.import_image("imported", tarball).await.is_err(),
+        "names are not silently replaced"
+    );
+    let sb = rt
+        .create(SandboxSpec {
+            image: "imported".into(),
+            ..SandboxSpec::default()
+        })
+        .await
+        .unwrap();
+    let out = exec(
+        &rt,
+        &sb.id,
+        Language::Python,
+        "import platform; print(platform.python_version_tuple()[0])",
+        20,
+    )
+    .await;
+    assert_eq!(out.stdout, "3\n", "{out:?}");
+    let unknown = rt
+        .create(SandboxSpec {
+            image: "nope".into(),
+            ..SandboxSpec::default()
+        })
+        .await;
+    assert!(
+        matches!(unknown, Err(RuntimeError::InvalidSpec(_))),
+        "{unknown:?}"
+    );
+    drop(rt);
+    instavm_runtime_ns::purge(config).await.unwrap();
+    base.finish().await;
+}

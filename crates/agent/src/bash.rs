@@ -1,14 +1,14 @@
 //! `bash -c` executions: one fresh process group each, killed as a group at the timeout.
 
 use crate::output::{ms_until, Capture};
-use crate::{reaper, sys, Env};
+use crate::{env, reaper, sys};
 use instavm_protocol::{ExecResult, ExecSpec};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn run(spec: &ExecSpec, env: &Env) -> std::io::Result<ExecResult> {
+pub fn run(spec: &ExecSpec) -> std::io::Result<ExecResult> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(spec.timeout_ms);
     let (out_r, out_w) = sys::pipe()?;
@@ -16,6 +16,7 @@ pub fn run(spec: &ExecSpec, env: &Env) -> std::io::Result<ExecResult> {
     sys::set_nonblocking(&out_r)?;
     sys::set_nonblocking(&err_r)?;
 
+    let env = env::get();
     let mut cmd = Command::new("/bin/bash");
     cmd.arg("-c")
         .arg(&spec.code)
@@ -30,6 +31,7 @@ pub fn run(spec: &ExecSpec, env: &Env) -> std::io::Result<ExecResult> {
     let waiter = reaper::spawn(&mut cmd)?;
     // Close our copies of the write ends.
     drop(cmd);
+    drop(env);
 
     let mut out = Capture::new(spec.max_output);
     let mut err = Capture::new(spec.max_output);

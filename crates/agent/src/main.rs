@@ -8,6 +8,7 @@
 
 mod bash;
 mod deadline;
+mod env;
 mod files;
 mod output;
 mod python;
@@ -23,48 +24,6 @@ use instavm_protocol::{
 use std::io::{self, Read};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-
-/// What executed code sees.
-pub struct Env {
-    pub vars: Vec<(String, String)>,
-    pub workdir: String,
-}
-
-impl Env {
-    fn new(cfg: &AgentConfig) -> Self {
-        let mut vars: Vec<(String, String)> = [
-            (
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            ),
-            ("HOME", "/root"),
-            ("USER", "root"),
-            ("LANG", "C.UTF-8"),
-            ("HOSTNAME", cfg.hostname.as_str()),
-            ("PWD", cfg.workdir.as_str()),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        for (k, v) in &cfg.env {
-            vars.retain(|(existing, _)| existing != k);
-            vars.push((k.clone(), v.clone()));
-        }
-        Env {
-            vars,
-            workdir: cfg.workdir.clone(),
-        }
-    }
-
-    /// The working directory, or `/` if the user removed it.
-    pub fn workdir_or_root(&self) -> &str {
-        if std::path::Path::new(&self.workdir).is_dir() {
-            &self.workdir
-        } else {
-            "/"
-        }
-    }
-}
 
 fn main() {
     if let Err(e) = run() {
@@ -99,16 +58,15 @@ fn run() -> io::Result<()> {
     let listener = unsafe { UnixListener::from_raw_fd(LISTEN_FD) };
     // Inherited without close-on-exec; executed code must never get hold of it.
     sys::set_cloexec(&listener)?;
-    let env = Env::new(&cfg);
-    python::start_eagerly(&env);
+    env::init(&cfg);
+    python::start_eagerly();
     deadline::start(cfg.deadline_unix_secs)?;
 
-    let env: &'static Env = Box::leak(Box::new(env));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let spawned = std::thread::Builder::new()
             .stack_size(256 << 10)
-            .spawn(move || serve(conn, env));
+            .spawn(move || serve(conn));
         if let Err(e) = spawned {
             eprintln!("instavm-agent: cannot start a connection thread: {e}");
         }
@@ -117,7 +75,7 @@ fn run() -> io::Result<()> {
 }
 
 /// Serve one host connection until it closes or breaks the protocol.
-fn serve(mut conn: UnixStream, env: &Env) {
+fn serve(mut conn: UnixStream) {
     loop {
         let frame = match read_frame(&mut conn) {
             Ok(Some(f)) => f,
@@ -140,13 +98,13 @@ fn serve(mut conn: UnixStream, env: &Env) {
                 return;
             }
         };
-        if handle(&mut conn, request, env).is_err() {
+        if handle(&mut conn, request).is_err() {
             return;
         }
     }
 }
 
-fn handle(conn: &mut UnixStream, request: Request, env: &Env) -> io::Result<()> {
+fn handle(conn: &mut UnixStream, request: Request) -> io::Result<()> {
     let response = match request {
         Request::Ping => Response::Pong {
             version: VERSION,
@@ -154,8 +112,8 @@ fn handle(conn: &mut UnixStream, request: Request, env: &Env) -> io::Result<()> 
         },
         Request::Exec(spec) => {
             let result = match spec.lang {
-                Lang::Python => python::run(&spec, env),
-                Lang::Bash => bash::run(&spec, env),
+                Lang::Python => python::run(&spec),
+                Lang::Bash => bash::run(&spec),
             };
             match result {
                 Ok(r) => Response::ExecResult(r),
@@ -173,6 +131,16 @@ fn handle(conn: &mut UnixStream, request: Request, env: &Env) -> io::Result<()> 
         Request::SetDeadline { unix_secs } => {
             deadline::set(unix_secs);
             Response::Ok
+        }
+        Request::Configure {
+            env: vars,
+            deadline_unix_secs,
+        } => {
+            deadline::set(deadline_unix_secs);
+            match python::apply_env(env::extend(vars)) {
+                Ok(()) => Response::Ok,
+                Err(e) => files::error(ErrorKind::Other, format!("configure: {e}")),
+            }
         }
     };
     write_json(conn, &response)

@@ -4,7 +4,7 @@
 
 use crate::output::{ms_until, Capture};
 use crate::reaper::{self, Waiter};
-use crate::{bash::instavm_timeout_code, sys, Env};
+use crate::{bash::instavm_timeout_code, env, sys};
 use instavm_protocol::{ExecResult, ExecSpec};
 use std::fs::File;
 use std::io::{self, Write};
@@ -49,10 +49,10 @@ pub fn python_path() -> Option<&'static str> {
 }
 
 /// Start the interpreter now, without waiting for it to be ready.
-pub fn start_eagerly(env: &Env) {
+pub fn start_eagerly() {
     let mut k = lock();
     if k.is_none() {
-        match spawn(env) {
+        match spawn() {
             Ok(kernel) => *k = Some(kernel),
             Err(e) => eprintln!("instavm-agent: python not started: {e}"),
         }
@@ -73,7 +73,8 @@ pub fn is_ready() -> bool {
     }
 }
 
-fn spawn(env: &Env) -> io::Result<Kernel> {
+fn spawn() -> io::Result<Kernel> {
+    let env = env::get();
     let python = python_path().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -186,11 +187,11 @@ fn kill(k: &Kernel) {
 }
 
 /// Run one cell.
-pub fn run(spec: &ExecSpec, env: &Env) -> io::Result<ExecResult> {
+pub fn run(spec: &ExecSpec) -> io::Result<ExecResult> {
     let started = Instant::now();
     let mut guard = lock();
     if guard.as_ref().is_none_or(|k| k.waiter.has_exited()) {
-        *guard = Some(spawn(env)?);
+        *guard = Some(spawn()?);
     }
     let Some(k) = guard.as_mut() else {
         unreachable!("kernel was just started")
@@ -320,4 +321,44 @@ fn wait_exit(w: &Waiter) -> Option<crate::sys::Exited> {
         }
         let _ = sys::poll_readable(&[w.wake.as_raw_fd()], ms_until(deadline));
     }
+}
+
+/// Make new environment variables visible to the running interpreter. Variables that Python
+/// reads only at start-up (PYTHON*) need a fresh interpreter instead.
+pub fn apply_env(vars: Vec<(String, String)>) -> io::Result<()> {
+    if vars.is_empty() {
+        return Ok(());
+    }
+    if vars.iter().any(|(k, _)| k.starts_with("PYTHON")) {
+        let mut guard = lock();
+        if let Some(k) = guard.take() {
+            kill(&k);
+        }
+        drop(guard);
+        start_eagerly();
+        return Ok(());
+    }
+    // A JSON object of strings is also a Python dict literal.
+    let map: serde_json::Map<String, serde_json::Value> = vars
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let code = format!(
+        "__import__('os').environ.update({})",
+        serde_json::Value::Object(map)
+    );
+    let spec = ExecSpec {
+        lang: instavm_protocol::Lang::Python,
+        code,
+        timeout_ms: START_TIMEOUT.as_millis() as u64,
+        max_output: 64 << 10,
+    };
+    let r = run(&spec)?;
+    if r.exit_code != 0 {
+        return Err(io::Error::other(format!(
+            "setting the environment failed: {}",
+            r.stderr
+        )));
+    }
+    Ok(())
 }

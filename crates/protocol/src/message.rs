@@ -29,6 +29,12 @@ pub enum Request {
     SetDeadline {
         unix_secs: i64,
     },
+    /// Hand a pre-started sandbox to its user: add environment variables (visible to the
+    /// running interpreter too) and set its deadline.
+    Configure {
+        env: Vec<(String, String)>,
+        deadline_unix_secs: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,6 +63,7 @@ fn spec() -> SandboxSpec {
 async fn ns_create_to_first_exec(rt: &NsRuntime, n: usize) -> Vec<f64> {
     let mut out = Vec::new();
     for _ in 0..n {
+        wait_for_pool(rt).await;
         let t = Instant::now();
         let sb = rt.create(spec()).await.expect("create");
         let r = rt.exec(&sb.id, python("pass")).await.expect("exec");
@@ -92,6 +93,19 @@ async fn ns_exec_round_trip(rt: &NsRuntime, n: usize, language: Language, code: 
     rt.destroy(&sb.id).await.expect("destroy");
     out
 }
+
+/// Between samples, let the warm pool refill (a claim started the refill), as it would between
+/// a user's requests. Without a pool this returns at once.
+async fn wait_for_pool(rt: &NsRuntime) {
+    for _ in 0..200 {
+        if rt.warm_count() >= POOL {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+const POOL: usize = instavm_runtime_ns::DEFAULT_WARM_POOL;
 
 /// Create `n` idle sandboxes (each has run one cell, so its interpreter is up) and report the
 /// host memory they cost, in MiB per sandbox.

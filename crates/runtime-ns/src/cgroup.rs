@@ -120,6 +120,11 @@ impl Cgroups {
         for d in self.dirs(id) {
             fs::create_dir_all(&d)?;
         }
+        self.set_limits(id, limits)
+    }
+
+    /// Set (or change, on a running sandbox) the limits.
+    pub fn set_limits(&self, id: &str, limits: Limits) -> io::Result<()> {
         let quota = CFS_PERIOD_US * u64::from(limits.vcpus.max(1));
         match self.version {
             Version::V2 => {
@@ -138,14 +143,19 @@ impl Cgroups {
                         .join(id)
                 };
                 let mem = dir("memory");
-                write(
-                    &mem.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                // Only where swap accounting exists; there is no swap on these machines.
+                let bytes = limits.memory_bytes.to_string();
+                let mem_limit = mem.join("memory.limit_in_bytes");
+                // memory+swap may never be below memory: raise it first when growing, lower it
+                // last when shrinking. It only exists where swap accounting does.
                 let memsw = mem.join("memory.memsw.limit_in_bytes");
                 if memsw.exists() {
-                    write(&memsw, &limits.memory_bytes.to_string())?;
+                    if write(&mem_limit, &bytes).is_err() {
+                        write(&memsw, &bytes)?;
+                        write(&mem_limit, &bytes)?;
+                    }
+                    write(&memsw, &bytes)?;
+                } else {
+                    write(&mem_limit, &bytes)?;
                 }
                 write(&dir("pids").join("pids.max"), &limits.pids.to_string())?;
                 let cpu = dir("cpu");

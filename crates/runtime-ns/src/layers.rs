@@ -93,6 +93,21 @@ impl Layers {
         Ok(layer)
     }
 
+    /// Change the quota of a sandbox's layer.
+    pub fn set_quota(&self, id: &str, quota_bytes: u64) -> io::Result<()> {
+        let root = self.path(id);
+        match self.backend {
+            Backend::Btrfs => sys::btrfs_set_quota(&root, quota_bytes),
+            Backend::Tmpfs => sys::mount(
+                "tmpfs",
+                &root,
+                "tmpfs",
+                libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+                &format!("size={quota_bytes}"),
+            ),
+        }
+    }
+
     pub fn remove(&self, id: &str) -> io::Result<()> {
         let root = self.path(id);
         if !root.exists() {

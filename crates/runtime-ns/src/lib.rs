@@ -39,6 +39,9 @@ pub struct NsConfig {
     pub images_dir: Option<PathBuf>,
     /// The `instavm-agent` binary; `None` looks next to the current executable.
     pub agent_path: Option<PathBuf>,
+    /// Sandboxes kept pre-started so a create only has to hand one over (0: none). Each costs
+    /// an idle sandbox's memory (about 5 MiB).
+    pub warm_pool: usize,
 }
 
 impl NsConfig {
@@ -47,9 +50,12 @@ impl NsConfig {
             data_dir: data_dir.into(),
             images_dir: None,
             agent_path: None,
+            warm_pool: DEFAULT_WARM_POOL,
         }
     }
 }
+
+pub const DEFAULT_WARM_POOL: usize = 2;
 
 /// Longest execution timeout; also used when a request gives none.
 const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -63,6 +69,15 @@ pub struct NsRuntime {
     inner: Arc<Inner>,
 }
 
+impl Drop for NsRuntime {
+    /// Sandboxes live on (a restarted runtime recovers them); background tasks stop.
+    fn drop(&mut self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl NsRuntime {
     /// Open the backend: check the host, recover sandboxes a previous run left alive and clean up
     /// what it left dead. Starts the expiry reaper.
@@ -73,6 +88,7 @@ impl NsRuntime {
         let inner = Arc::new(inner);
         inner.recover()?;
         sandbox::start_reaper(&inner);
+        sandbox::start_pool(&inner);
         Ok(Arc::new(NsRuntime { inner }))
     }
 
@@ -92,6 +108,11 @@ impl NsRuntime {
         .await
     }
 
+    /// Pre-started sandboxes ready to be claimed right now.
+    pub fn warm_count(&self) -> usize {
+        self.inner.warm_count()
+    }
+
     /// Which backend holds the writable layers (btrfs with quotas, or the tmpfs fallback).
     pub fn layer_backend(&self) -> LayerBackend {
         self.inner.layers.backend()
@@ -104,10 +125,11 @@ impl NsRuntime {
 
 /// Destroy every sandbox that belongs to `config.data_dir` and release every mount and device
 /// the backend holds for it, so the directory can be deleted (tests, uninstall).
-pub async fn purge(config: NsConfig) -> Result<()> {
+pub async fn purge(mut config: NsConfig) -> Result<()> {
+    config.warm_pool = 0;
     let rt = NsRuntime::open(config).await?;
-    for info in rt.list().await? {
-        match rt.destroy(&info.id).await {
+    for sb in rt.inner.everything() {
+        match sandbox::destroy_any(&rt.inner, &sb.id, ExitReason::Destroyed).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -186,8 +208,11 @@ impl Runtime for NsRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        if let Some(sb) = sandbox::claim(&self.inner, &spec).await? {
+            return Ok(sb.info());
+        }
         let inner = self.inner.clone();
-        let sb = blocking(move || inner.create(spec)).await?;
+        let sb = blocking(move || inner.create(spec, false)).await?;
         sandbox::watch_exit(&self.inner, &sb);
         // The agent answers once the sandbox is set up; a setup failure surfaces here.
         match sb.client.call(&Request::Ping).await {

@@ -8,10 +8,10 @@ use crate::network::{Network, Slot};
 use crate::record::{self, Record};
 use crate::{sys, NsConfig};
 use chrono::{DateTime, Utc};
-use instavm_protocol::AgentConfig;
+use instavm_protocol::{AgentConfig, Request, Response};
 use instavm_runtime::*;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 /// Working directory of executed code inside every sandbox.
 pub const WORKDIR: &str = "/app";
@@ -41,6 +41,12 @@ pub struct Inner {
     pub images: ImageStore,
     live: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
     pub events: broadcast::Sender<RuntimeEvent>,
+    /// Pre-started sandboxes waiting to be claimed, oldest first.
+    pool: Mutex<VecDeque<Arc<Sandbox>>>,
+    pool_target: usize,
+    pool_wake: Arc<Notify>,
+    /// Set when the runtime handle is dropped: background tasks stop.
+    pub closed: AtomicBool,
 }
 
 pub struct Sandbox {
@@ -139,21 +145,40 @@ impl Inner {
             images,
             live: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
+            pool: Mutex::new(VecDeque::new()),
+            pool_target: config.warm_pool,
+            pool_wake: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
         })
     }
 
+    /// A user's sandbox (pooled ones belong to nobody yet).
     pub fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
         lock(&self.live)
             .get(id)
+            .filter(|s| !s.pooled())
             .cloned()
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
     }
 
+    /// Users' sandboxes.
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
+        self.everything()
+            .into_iter()
+            .filter(|s| !s.pooled())
+            .collect()
+    }
+
+    pub fn warm_count(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    /// Every sandbox, the warm pool included.
+    pub fn everything(&self) -> Vec<Arc<Sandbox>> {
         lock(&self.live).values().cloned().collect()
     }
 
-    fn validate(&self, spec: &SandboxSpec) -> Result<PathBuf> {
+    pub fn validate(&self, spec: &SandboxSpec) -> Result<PathBuf> {
         let bad = |m: String| Err(RuntimeError::InvalidSpec(m));
         if spec.memory_mb < MIN_MEMORY_MB {
             return bad(format!("memory_mb must be at least {MIN_MEMORY_MB}"));
@@ -187,7 +212,7 @@ impl Inner {
     }
 
     /// Create and start a sandbox (blocking). On any failure, everything created is removed.
-    pub fn create(&self, spec: SandboxSpec) -> Result<Arc<Sandbox>> {
+    pub fn create(&self, spec: SandboxSpec, pooled: bool) -> Result<Arc<Sandbox>> {
         let lower = self.validate(&spec)?;
         let mut id = SandboxId::generate();
         while self.sandboxes_dir.join(id.as_str()).exists() {
@@ -206,20 +231,14 @@ impl Inner {
             pid: None,
             start_time: None,
             slot: None,
+            pooled,
         };
         let started = record::save(&dir, &rec)
             .map_err(io_err("writing the sandbox record"))
             .and_then(|()| self.start(&dir, &mut rec, &lower));
         match started {
             Ok(pidfd) => {
-                let sb = Arc::new(Sandbox {
-                    id: id.clone(),
-                    client: AgentClient::new(dir.join("agent.sock")),
-                    dir,
-                    record: Mutex::new(rec),
-                    pidfd: Mutex::new(Some(pidfd)),
-                    ending: AtomicBool::new(false),
-                });
+                let sb = Sandbox::new(dir, rec, pidfd);
                 lock(&self.live).insert(id, sb.clone());
                 Ok(sb)
             }
@@ -364,18 +383,12 @@ impl Inner {
                 .as_ref()
                 .and_then(|r| r.pid.filter(|&p| alive(p, r.start_time)));
             match (rec, alive_pid) {
-                (Some(rec), Some(pid)) if dir.join("agent.sock").exists() => {
+                // Pooled sandboxes were nobody's: start the pool afresh.
+                (Some(rec), Some(pid)) if !rec.pooled && dir.join("agent.sock").exists() => {
                     match sys::pidfd_open(pid) {
                         Ok(pidfd) => {
                             tracing::info!(sandbox = %id, "recovered a running sandbox");
-                            live.push(Arc::new(Sandbox {
-                                id: id.clone(),
-                                client: AgentClient::new(dir.join("agent.sock")),
-                                dir,
-                                record: Mutex::new(rec),
-                                pidfd: Mutex::new(Some(pidfd)),
-                                ending: AtomicBool::new(false),
-                            }));
+                            live.push(Sandbox::new(dir, rec, pidfd));
                         }
                         Err(_) => self.release(&id, &rec),
                     }
@@ -390,6 +403,7 @@ impl Inner {
                         pid: None,
                         start_time: None,
                         slot: None,
+                        pooled: false,
                     });
                     self.release(&id, &rec);
                 }
@@ -436,6 +450,21 @@ impl Inner {
 }
 
 impl Sandbox {
+    fn new(dir: PathBuf, rec: Record, pidfd: OwnedFd) -> Arc<Self> {
+        Arc::new(Sandbox {
+            id: rec.id.clone(),
+            client: AgentClient::new(dir.join("agent.sock")),
+            dir,
+            record: Mutex::new(rec),
+            pidfd: Mutex::new(Some(pidfd)),
+            ending: AtomicBool::new(false),
+        })
+    }
+
+    fn pooled(&self) -> bool {
+        lock(&self.record).pooled
+    }
+
     pub fn info(&self) -> SandboxInfo {
         let rec = lock(&self.record);
         SandboxInfo {
@@ -554,13 +583,22 @@ pub fn watch_exit(inner: &Arc<Inner>, sb: &Arc<Sandbox>) {
     let id = sb.id.clone();
     tokio::spawn(async move {
         sys::wait_exit(pidfd).await;
-        let _ = destroy(&inner, &id, ExitReason::Died).await;
+        let _ = destroy_any(&inner, &id, ExitReason::Died).await;
     });
 }
 
 /// Tear a sandbox down once (whoever comes first: destroy, expiry, or its death).
 pub async fn destroy(inner: &Arc<Inner>, id: &SandboxId, reason: ExitReason) -> Result<()> {
-    let sb = inner.get(id)?;
+    inner.get(id)?;
+    destroy_any(inner, id, reason).await
+}
+
+/// Like `destroy`, for any sandbox, pooled ones included. Only users' sandboxes are reported.
+pub async fn destroy_any(inner: &Arc<Inner>, id: &SandboxId, reason: ExitReason) -> Result<()> {
+    let sb = lock(&inner.live)
+        .get(id)
+        .cloned()
+        .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
     if sb.ending.swap(true, Ordering::SeqCst) {
         return Err(RuntimeError::NotFound(id.to_string()));
     }
@@ -573,6 +611,11 @@ pub async fn destroy(inner: &Arc<Inner>, id: &SandboxId, reason: ExitReason) -> 
     .await
     .map_err(|e| RuntimeError::Unavailable(format!("cleanup panicked: {e}")))?;
     lock(&inner.live).remove(id);
+    lock(&inner.pool).retain(|s| s.id != *id);
+    if sb.pooled() {
+        tracing::debug!(sandbox = %id, ?reason, "pooled sandbox ended");
+        return Ok(());
+    }
     tracing::info!(sandbox = %id, ?reason, "sandbox ended");
     let _ = inner.events.send(RuntimeEvent::Exited {
         id: id.clone(),
@@ -591,7 +634,9 @@ pub fn start_reaper(inner: &Arc<Inner>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            let Some(inner) = weak.upgrade() else { return };
+            let Some(inner) = weak.upgrade().filter(|i| !i.closed.load(Ordering::SeqCst)) else {
+                return;
+            };
             let now = Utc::now();
             let expired: Vec<SandboxId> = inner
                 .all()
@@ -604,4 +649,129 @@ pub fn start_reaper(inner: &Arc<Inner>) {
             }
         }
     });
+}
+
+// ---- the warm pool ----
+
+/// What pooled sandboxes are started with; a claim then applies the user's spec. The lifetime
+/// only bounds a pooled sandbox that is never claimed.
+fn pool_spec() -> SandboxSpec {
+    SandboxSpec {
+        lifetime: Duration::from_secs(24 * 3600),
+        ..SandboxSpec::default()
+    }
+}
+
+/// Keep `pool_target` pre-started sandboxes ready, refilling after each claim.
+pub fn start_pool(inner: &Arc<Inner>) {
+    if inner.pool_target == 0 {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    let wake = inner.pool_wake.clone();
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade().filter(|i| !i.closed.load(Ordering::SeqCst)) else {
+                return;
+            };
+            let full = lock(&inner.pool).len() >= inner.pool_target;
+            if full || inner.images.rootfs(image::BASE).is_none() {
+                drop(inner);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            let i2 = inner.clone();
+            let created = tokio::task::spawn_blocking(move || i2.create(pool_spec(), true)).await;
+            match created {
+                Ok(Ok(sb)) => {
+                    watch_exit(&inner, &sb);
+                    if matches!(
+                        sb.client.call(&Request::Ping).await,
+                        Ok(Response::Pong { .. })
+                    ) {
+                        lock(&inner.pool).push_back(sb);
+                    } else {
+                        let _ = destroy_any(&inner, &sb.id, ExitReason::Died).await;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("warm pool: cannot pre-start a sandbox: {e}");
+                    drop(inner);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(e) => tracing::error!("warm pool: worker panicked: {e}"),
+            }
+        }
+    });
+}
+
+/// Hand a pre-started sandbox to a user: apply the spec's limits, environment and lifetime.
+/// `None` when the pool is empty or cannot serve this spec (then the caller starts one cold).
+pub async fn claim(inner: &Arc<Inner>, spec: &SandboxSpec) -> Result<Option<Arc<Sandbox>>> {
+    if inner.pool_target == 0 || spec.image != image::BASE {
+        return Ok(None);
+    }
+    loop {
+        let Some(sb) = lock(&inner.pool).pop_front() else {
+            return Ok(None);
+        };
+        inner.pool_wake.notify_one();
+        if sb.ending.load(Ordering::SeqCst) {
+            continue;
+        }
+        match configure(inner, &sb, spec).await {
+            Ok(()) => return Ok(Some(sb)),
+            Err(e @ RuntimeError::InvalidSpec(_)) => {
+                let _ = destroy_any(inner, &sb.id, ExitReason::Destroyed).await;
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %sb.id, "warm pool: claim failed, discarding: {e}");
+                let _ = destroy_any(inner, &sb.id, ExitReason::Died).await;
+            }
+        }
+    }
+}
+
+async fn configure(inner: &Arc<Inner>, sb: &Arc<Sandbox>, spec: &SandboxSpec) -> Result<()> {
+    let (i2, sb2, spec2) = (inner.clone(), sb.clone(), spec.clone());
+    let expires_at = tokio::task::spawn_blocking(move || -> Result<DateTime<Utc>> {
+        i2.validate(&spec2)?;
+        let id = sb2.id.as_str();
+        let limits = Limits {
+            memory_bytes: u64::from(spec2.memory_mb) << 20,
+            pids: spec2.pids_max,
+            vcpus: spec2.vcpu_count,
+        };
+        i2.cgroups
+            .set_limits(id, limits)
+            .map_err(io_err("setting limits"))?;
+        i2.layers
+            .set_quota(id, spec2.disk_mb << 20)
+            .map_err(io_err("setting the disk quota"))?;
+        let now = Utc::now();
+        let lifetime = chrono::Duration::from_std(spec2.lifetime)
+            .map_err(|_| RuntimeError::InvalidSpec("lifetime is too long".into()))?;
+        Ok(now + lifetime)
+    })
+    .await
+    .map_err(|e| RuntimeError::Unavailable(format!("worker panicked: {e}")))??;
+    let request = Request::Configure {
+        env: spec.env.clone().into_iter().collect(),
+        deadline_unix_secs: agent_deadline(expires_at),
+    };
+    match sb.client.call(&request).await? {
+        Response::Ok => {}
+        Response::Error { message, .. } => return Err(RuntimeError::Agent(message)),
+        other => return Err(RuntimeError::Agent(format!("unexpected answer {other:?}"))),
+    }
+    let mut rec = lock(&sb.record);
+    rec.spec = spec.clone();
+    rec.created_at = Utc::now();
+    rec.expires_at = expires_at;
+    rec.pooled = false;
+    record::save(&sb.dir, &rec).map_err(io_err("writing the sandbox record"))
 }

@@ -481,3 +481,85 @@ async fn an_imported_rootfs_tarball_runs() {
     instavm_runtime_ns::purge(config).await.unwrap();
     base.finish().await;
 }
+
+#[tokio::test]
+async fn warm_pool_hands_over_configured_sandboxes() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::with_pool(2).await;
+    wait_for_pool(&env, 2).await;
+    let mut spec = SandboxSpec {
+        memory_mb: 256,
+        disk_mb: 64,
+        pids_max: 100,
+        ..SandboxSpec::default()
+    };
+    spec.env
+        .insert("TEAM".into(), "platform \"quoted\" \\ value".into());
+    let t = Instant::now();
+    let sb = env.sandbox_with(spec).await;
+    let claimed_in = t.elapsed();
+    assert!(
+        claimed_in < Duration::from_millis(500),
+        "a claim took {claimed_in:?}"
+    );
+    assert_eq!(
+        env.rt.list().await.unwrap().len(),
+        1,
+        "pooled sandboxes are nobody's"
+    );
+    let expected = "platform \"quoted\" \\ value\n";
+    assert_eq!(
+        env.py(&sb.id, "import os; print(os.environ['TEAM'])")
+            .await
+            .stdout,
+        expected
+    );
+    assert_eq!(env.sh(&sb.id, "echo \"$TEAM\"").await.stdout, expected);
+    let stats = env.rt.stats(&sb.id).await.unwrap();
+    assert_eq!(stats.memory_limit_bytes, 256 << 20);
+    let out = env
+        .sh(&sb.id, "dd if=/dev/zero of=/app/big bs=1M count=100 2>&1")
+        .await;
+    assert!(
+        out.stdout.contains("quota") || out.stdout.contains("space"),
+        "disk quota not applied: {out:?}"
+    );
+    let info = env.rt.get(&sb.id).await.unwrap();
+    assert!(info.expires_at > chrono::Utc::now() + chrono::Duration::seconds(250));
+    assert!(
+        info.expires_at < chrono::Utc::now() + chrono::Duration::seconds(310),
+        "lifetime not applied"
+    );
+    // Variables that Python reads at start-up get a fresh interpreter.
+    let mut spec = SandboxSpec::default();
+    spec.env
+        .insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+    let sb2 = env.sandbox_with(spec).await;
+    assert_eq!(
+        env.py(&sb2.id, "import sys; print(sys.flags.dont_write_bytecode)")
+            .await
+            .stdout,
+        "1\n"
+    );
+    // Specs the pool cannot serve are refused like cold ones.
+    let bad = env
+        .rt
+        .create(SandboxSpec {
+            memory_mb: 1,
+            ..SandboxSpec::default()
+        })
+        .await;
+    assert!(matches!(bad, Err(RuntimeError::InvalidSpec(_))), "{bad:?}");
+    wait_for_pool(&env, 2).await;
+    env.finish().await;
+}
+
+async fn wait_for_pool(env: &Env, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.rt.warm_count() < n {
+        assert!(Instant::now() < deadline, "the warm pool never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -439,7 +439,12 @@ pub fn btrfs_create_subvolume(parent: &Path, name: &str, limit_bytes: u64) -> io
             &*args as *const BtrfsVolArgs,
         )
     })?;
-    let sub = File::open(parent.join(name))?;
+    btrfs_set_quota(&parent.join(name), limit_bytes)
+}
+
+/// Limit the referenced size of the subvolume at `subvolume`.
+pub fn btrfs_set_quota(subvolume: &Path, limit_bytes: u64) -> io::Result<()> {
+    let sub = File::open(subvolume)?;
     // qgroupid 0 means "the qgroup of the subvolume this descriptor is in".
     let limit: [u64; 6] = [0, BTRFS_QGROUP_LIMIT_MAX_RFER, limit_bytes, 0, 0, 0];
     // SAFETY: QGROUP_LIMIT reads one 48-byte struct (qgroupid + btrfs_qgroup_limit).

@@ -42,7 +42,12 @@ pub struct Env {
 }
 
 impl Env {
+    /// A runtime without a warm pool, so every create takes the cold path being tested.
     pub async fn new() -> Env {
+        Self::with_pool(0).await
+    }
+
+    pub async fn with_pool(warm_pool: usize) -> Env {
         let root = target_dir().join("test-data");
         std::fs::create_dir_all(&root).unwrap();
         let data = tempfile::Builder::new()
@@ -51,6 +56,7 @@ impl Env {
             .unwrap();
         let mut config = NsConfig::new(data.path());
         config.images_dir = Some(images_dir());
+        config.warm_pool = warm_pool;
         let rt = NsRuntime::open(config.clone()).await.expect("open runtime");
         rt.prepare().await.expect("base image");
         Env {

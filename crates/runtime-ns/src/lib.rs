@@ -1,11 +1,33 @@
-//! Linux namespace sandbox backend (work in progress: the API below is the stable seam).
+//! The Linux namespace sandbox backend.
+//!
+//! A sandbox is a process tree in its own pid, mount, network, UTS, IPC and cgroup namespaces,
+//! whose PID 1 is `instavm-agent`; its root is an overlay of a shared read-only image and a
+//! private, quota-limited writable layer; its limits are cgroups; its network is a veth pair
+//! behind NAT and a firewall. See ARCHITECTURE.md and docs/threat-model.md.
+//!
+//! Sandboxes outlive the server process: on `open`, live ones are recovered and everything a
+//! dead one left behind (cgroups, layers, veths, address slots, records) is removed.
+
+mod agent_client;
+mod cgroup;
+pub mod image;
+mod layers;
+mod network;
+mod record;
+mod sandbox;
+mod sys;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use instavm_protocol::{Lang, Request, Response};
 use instavm_runtime::*;
+use sandbox::{Inner, Sandbox};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast;
+
+pub use layers::Backend as LayerBackend;
 
 /// Where the backend keeps its state and how it finds the guest agent.
 #[derive(Debug, Clone)]
@@ -17,6 +39,9 @@ pub struct NsConfig {
     pub images_dir: Option<PathBuf>,
     /// The `instavm-agent` binary; `None` looks next to the current executable.
     pub agent_path: Option<PathBuf>,
+    /// Sandboxes kept pre-started so a create only has to hand one over (0: none). Each costs
+    /// an idle sandbox's memory (about 5 MiB).
+    pub warm_pool: usize,
 }
 
 impl NsConfig {
@@ -25,32 +50,143 @@ impl NsConfig {
             data_dir: data_dir.into(),
             images_dir: None,
             agent_path: None,
+            warm_pool: DEFAULT_WARM_POOL,
         }
     }
 }
 
+pub const DEFAULT_WARM_POOL: usize = 2;
+
+/// Longest execution timeout; also used when a request gives none.
+const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most bytes kept of each of stdout and stderr of one execution.
+const MAX_OUTPUT: u64 = 64 << 20;
+/// How long past its own timeout an execution may take before the agent is deemed hung.
+const AGENT_GRACE: Duration = Duration::from_secs(30);
+
 pub struct NsRuntime {
-    events: broadcast::Sender<RuntimeEvent>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for NsRuntime {
+    /// Sandboxes live on (a restarted runtime recovers them); background tasks stop.
+    fn drop(&mut self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl NsRuntime {
     /// Open the backend: check the host, recover sandboxes a previous run left alive and clean up
-    /// what it left dead.
-    pub async fn open(_config: NsConfig) -> Result<Arc<NsRuntime>> {
-        Err(RuntimeError::Unavailable(
-            "the namespace runtime is not built yet".into(),
-        ))
+    /// what it left dead. Starts the expiry reaper.
+    pub async fn open(config: NsConfig) -> Result<Arc<NsRuntime>> {
+        let inner = tokio::task::spawn_blocking(move || Inner::open(config))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("runtime start-up panicked: {e}")))??;
+        let inner = Arc::new(inner);
+        inner.recover()?;
+        sandbox::start_reaper(&inner);
+        sandbox::start_pool(&inner);
+        Ok(Arc::new(NsRuntime { inner }))
+    }
+
+    /// Import a rootfs tarball (plain or gzip) as an image that sandboxes can be created from.
+    pub async fn import_image(&self, name: &str, tarball: PathBuf) -> Result<()> {
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        blocking(move || {
+            let f = std::fs::File::open(&tarball)
+                .map_err(|e| RuntimeError::io(format!("open {}", tarball.display()), e))?;
+            inner
+                .images
+                .import_tarball(&name, f)
+                .map(drop)
+                .map_err(|e| RuntimeError::InvalidSpec(format!("import {name}: {e}")))
+        })
+        .await
+    }
+
+    /// Pre-started sandboxes ready to be claimed right now.
+    pub fn warm_count(&self) -> usize {
+        self.inner.warm_count()
+    }
+
+    /// Which backend holds the writable layers (btrfs with quotas, or the tmpfs fallback).
+    pub fn layer_backend(&self) -> LayerBackend {
+        self.inner.layers.backend()
+    }
+
+    fn sandbox(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
+        self.inner.get(id)
     }
 }
 
 /// Destroy every sandbox that belongs to `config.data_dir` and release every mount and device
 /// the backend holds for it, so the directory can be deleted (tests, uninstall).
-pub async fn purge(_config: NsConfig) -> Result<()> {
-    Ok(())
+pub async fn purge(mut config: NsConfig) -> Result<()> {
+    config.warm_pool = 0;
+    let rt = NsRuntime::open(config).await?;
+    for sb in rt.inner.everything() {
+        match sandbox::destroy_any(&rt.inner, &sb.id, ExitReason::Destroyed).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let inner = rt.inner.clone();
+    blocking(move || {
+        inner.layers.unmount();
+        inner.cgroups.remove_instance();
+        Ok(())
+    })
+    .await
 }
 
-fn unavailable<T>() -> Result<T> {
-    Err(RuntimeError::Unavailable("not built yet".into()))
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("worker panicked: {e}")))?
+}
+
+fn path_in_sandbox(path: &str) -> Result<String> {
+    normalize_sandbox_path(path, sandbox::WORKDIR)
+        .map_err(|e| RuntimeError::InvalidPath(e.to_string()))
+}
+
+fn file_info(e: instavm_protocol::Entry) -> FileInfo {
+    FileInfo {
+        path: e.path,
+        kind: match e.kind {
+            instavm_protocol::EntryKind::File => FileKind::File,
+            instavm_protocol::EntryKind::Dir => FileKind::Dir,
+            instavm_protocol::EntryKind::Symlink => FileKind::Symlink,
+            instavm_protocol::EntryKind::Other => FileKind::Other,
+        },
+        size: e.size,
+        mode: e.mode,
+        modified: e.modified,
+    }
+}
+
+/// Turn an agent error answer into the runtime's error for `path`.
+fn agent_error(kind: instavm_protocol::ErrorKind, message: String, path: &str) -> RuntimeError {
+    use instavm_protocol::ErrorKind as K;
+    match kind {
+        K::NotFound => RuntimeError::FileNotFound(path.to_owned()),
+        K::NotADirectory | K::IsADirectory => RuntimeError::WrongFileType(message),
+        K::InvalidPath | K::PermissionDenied => RuntimeError::InvalidPath(message),
+        K::NoSpace => RuntimeError::QuotaExceeded(message),
+        K::BadRequest | K::Other => RuntimeError::Agent(message),
+    }
+}
+
+fn unexpected(r: Response) -> RuntimeError {
+    let what = match r {
+        Response::Error { message, .. } => message,
+        other => format!("unexpected answer {other:?}"),
+    };
+    RuntimeError::Agent(what)
 }
 
 #[async_trait]
@@ -58,46 +194,166 @@ impl Runtime for NsRuntime {
     fn name(&self) -> &'static str {
         "namespaces"
     }
-    async fn create(&self, _spec: SandboxSpec) -> Result<SandboxInfo> {
-        unavailable()
+
+    async fn prepare(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner
+                .images
+                .ensure_base()
+                .map(drop)
+                .map_err(|e| RuntimeError::Unavailable(format!("base image: {e}")))
+        })
+        .await
     }
-    async fn exec(&self, _id: &SandboxId, _req: ExecRequest) -> Result<ExecOutput> {
-        unavailable()
+
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo> {
+        if let Some(sb) = sandbox::claim(&self.inner, &spec).await? {
+            return Ok(sb.info());
+        }
+        let inner = self.inner.clone();
+        let sb = blocking(move || inner.create(spec, false)).await?;
+        sandbox::watch_exit(&self.inner, &sb);
+        // The agent answers once the sandbox is set up; a setup failure surfaces here.
+        match sb.client.call(&Request::Ping).await {
+            Ok(Response::Pong { .. }) => Ok(sb.info()),
+            other => {
+                let why = sb.last_log_line().unwrap_or_else(|| format!("{other:?}"));
+                let _ = self.destroy(&sb.id).await;
+                Err(RuntimeError::Unavailable(format!(
+                    "sandbox failed to start: {why}"
+                )))
+            }
+        }
     }
+
+    async fn exec(&self, id: &SandboxId, req: ExecRequest) -> Result<ExecOutput> {
+        let sb = self.sandbox(id)?;
+        let timeout = req
+            .timeout
+            .unwrap_or(DEFAULT_EXEC_TIMEOUT)
+            .min(MAX_EXEC_TIMEOUT);
+        let request = Request::Exec(instavm_protocol::ExecSpec {
+            lang: match req.language {
+                Language::Python => Lang::Python,
+                Language::Bash => Lang::Bash,
+            },
+            code: req.code,
+            timeout_ms: timeout.as_millis() as u64,
+            max_output: MAX_OUTPUT,
+        });
+        let answer = tokio::time::timeout(timeout + AGENT_GRACE, sb.client.call(&request))
+            .await
+            .map_err(|_| RuntimeError::Agent("the agent did not answer in time".into()))?;
+        match answer.map_err(|e| sb.explain(e))? {
+            Response::ExecResult(r) => Ok(ExecOutput {
+                stdout: r.stdout,
+                stderr: r.stderr,
+                exit_code: r.exit_code,
+                execution_time: r.execution_time,
+                cpu_time: r.cpu_time,
+                timed_out: r.timed_out,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn write_file(
         &self,
-        _id: &SandboxId,
-        _path: &str,
-        _data: ByteReader,
-        _opts: WriteOptions,
+        id: &SandboxId,
+        path: &str,
+        data: ByteReader,
+        opts: WriteOptions,
     ) -> Result<FileInfo> {
-        unavailable()
+        let sb = self.sandbox(id)?;
+        let path = path_in_sandbox(path)?;
+        let answer = sb
+            .client
+            .write_file(&path, opts.create_parents, opts.mode, data)
+            .await
+            .map_err(|e| sb.explain(e))?;
+        match answer {
+            Response::File(e) => Ok(file_info(e)),
+            Response::Error { kind, message } => Err(agent_error(kind, message, &path)),
+            other => Err(unexpected(other)),
+        }
     }
-    async fn read_file(&self, _id: &SandboxId, _path: &str) -> Result<(FileInfo, ByteReader)> {
-        unavailable()
+
+    async fn read_file(&self, id: &SandboxId, path: &str) -> Result<(FileInfo, ByteReader)> {
+        let sb = self.sandbox(id)?;
+        let path = path_in_sandbox(path)?;
+        match sb
+            .client
+            .read_file(&path)
+            .await
+            .map_err(|e| sb.explain(e))?
+        {
+            (Response::File(e), Some(reader)) => Ok((file_info(e), reader)),
+            (Response::Error { kind, message }, _) => Err(agent_error(kind, message, &path)),
+            (other, _) => Err(unexpected(other)),
+        }
     }
-    async fn stat(&self, _id: &SandboxId, _path: &str) -> Result<FileInfo> {
-        unavailable()
+
+    async fn stat(&self, id: &SandboxId, path: &str) -> Result<FileInfo> {
+        let sb = self.sandbox(id)?;
+        let path = path_in_sandbox(path)?;
+        let req = Request::Stat { path: path.clone() };
+        match sb.client.call(&req).await.map_err(|e| sb.explain(e))? {
+            Response::File(e) => Ok(file_info(e)),
+            Response::Error { kind, message } => Err(agent_error(kind, message, &path)),
+            other => Err(unexpected(other)),
+        }
     }
-    async fn list_dir(&self, _id: &SandboxId, _path: &str, _r: bool) -> Result<Vec<FileInfo>> {
-        unavailable()
+
+    async fn list_dir(&self, id: &SandboxId, path: &str, recursive: bool) -> Result<Vec<FileInfo>> {
+        let sb = self.sandbox(id)?;
+        let path = path_in_sandbox(path)?;
+        let req = Request::ListDir {
+            path: path.clone(),
+            recursive,
+        };
+        match sb.client.call(&req).await.map_err(|e| sb.explain(e))? {
+            Response::Entries { entries } => Ok(entries.into_iter().map(file_info).collect()),
+            Response::Error { kind, message } => Err(agent_error(kind, message, &path)),
+            other => Err(unexpected(other)),
+        }
     }
-    async fn stats(&self, _id: &SandboxId) -> Result<SandboxStats> {
-        unavailable()
+
+    async fn stats(&self, id: &SandboxId) -> Result<SandboxStats> {
+        let sb = self.sandbox(id)?;
+        let inner = self.inner.clone();
+        blocking(move || Ok(inner.stats(&sb))).await
     }
-    async fn set_expiry(&self, _id: &SandboxId, _at: DateTime<Utc>) -> Result<()> {
-        unavailable()
+
+    async fn set_expiry(&self, id: &SandboxId, expires_at: DateTime<Utc>) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let unix_secs = sandbox::agent_deadline(expires_at);
+        match sb
+            .client
+            .call(&Request::SetDeadline { unix_secs })
+            .await
+            .map_err(|e| sb.explain(e))?
+        {
+            Response::Ok => {}
+            other => return Err(unexpected(other)),
+        }
+        let inner = self.inner.clone();
+        blocking(move || inner.set_expiry(&sb, expires_at)).await
     }
-    async fn destroy(&self, _id: &SandboxId) -> Result<()> {
-        unavailable()
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        sandbox::destroy(&self.inner, id, ExitReason::Destroyed).await
     }
-    async fn get(&self, _id: &SandboxId) -> Result<SandboxInfo> {
-        unavailable()
+
+    async fn get(&self, id: &SandboxId) -> Result<SandboxInfo> {
+        Ok(self.sandbox(id)?.info())
     }
+
     async fn list(&self) -> Result<Vec<SandboxInfo>> {
-        unavailable()
+        Ok(self.inner.all().iter().map(|s| s.info()).collect())
     }
+
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
-        self.events.subscribe()
+        self.inner.events.subscribe()
     }
 }

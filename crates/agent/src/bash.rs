@@ -1,0 +1,90 @@
+//! `bash -c` executions: one fresh process group each, killed as a group at the timeout.
+
+use crate::output::{ms_until, Capture};
+use crate::{env, reaper, sys};
+use instavm_protocol::{ExecResult, ExecSpec};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn run(spec: &ExecSpec) -> std::io::Result<ExecResult> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(spec.timeout_ms);
+    let (out_r, out_w) = sys::pipe()?;
+    let (err_r, err_w) = sys::pipe()?;
+    sys::set_nonblocking(&out_r)?;
+    sys::set_nonblocking(&err_r)?;
+
+    let env = env::get();
+    let mut cmd = Command::new("/bin/bash");
+    cmd.arg("-c")
+        .arg(&spec.code)
+        .env_clear()
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .current_dir(env.workdir_or_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    // SAFETY: child_setup only makes async-signal-safe system calls.
+    unsafe { cmd.pre_exec(sys::child_setup) };
+    let waiter = reaper::spawn(&mut cmd)?;
+    // Close our copies of the write ends.
+    drop(cmd);
+    drop(env);
+
+    let mut out = Capture::new(spec.max_output);
+    let mut err = Capture::new(spec.max_output);
+    let mut timed_out = false;
+    let (mut out_eof, mut err_eof) = (false, false);
+    loop {
+        if waiter.has_exited() {
+            break;
+        }
+        let wait = if timed_out { 1000 } else { ms_until(deadline) };
+        // A closed pipe stays readable forever: stop polling it (poll skips negative fds).
+        let fds = [
+            if out_eof { -1 } else { out_r.as_raw_fd() },
+            if err_eof { -1 } else { err_r.as_raw_fd() },
+            waiter.wake.as_raw_fd(),
+        ];
+        let ready = sys::poll_readable(&fds, wait)?;
+        if ready[0] {
+            out_eof = out.drain(&out_r)?;
+        }
+        if ready[1] {
+            err_eof = err.drain(&err_r)?;
+        }
+        if !timed_out && Instant::now() >= deadline {
+            timed_out = true;
+            sys::kill(-waiter.pid, libc::SIGKILL);
+        }
+    }
+    // The process is gone; whatever it wrote is in the pipes. Background children that still
+    // hold the pipes open are not waited for.
+    out.drain(&out_r)?;
+    err.drain(&err_r)?;
+    let exited = waiter.take();
+    let mut exit_code = exited.as_ref().map_or(1, |e| e.exit_code());
+    let mut stderr = err.into_string("stderr");
+    if timed_out {
+        exit_code = instavm_timeout_code();
+        stderr.push_str(&format!(
+            "\n[instavm: killed after the {:.1}s timeout]\n",
+            spec.timeout_ms as f64 / 1000.0
+        ));
+    }
+    Ok(ExecResult {
+        stdout: out.into_string("stdout"),
+        stderr,
+        exit_code,
+        execution_time: started.elapsed().as_secs_f64(),
+        cpu_time: exited.map_or(0.0, |e| e.cpu_seconds),
+        timed_out,
+    })
+}
+
+/// GNU `timeout`'s exit code, which the Agents integration also expects.
+pub fn instavm_timeout_code() -> i32 {
+    124
+}

@@ -1,0 +1,343 @@
+//! Thin safe wrappers over the raw system calls the agent needs. Every `unsafe` block of the
+//! agent lives here.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+fn cstr(p: impl AsRef<Path>) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_ref().as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn with_context<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> io::Result<T> {
+    r.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", what())))
+}
+
+pub fn mount(
+    source: Option<&str>,
+    target: impl AsRef<Path>,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let target = target.as_ref();
+    let src = source.map(cstr).transpose()?;
+    let tgt = cstr(target)?;
+    let fs = fstype.map(cstr).transpose()?;
+    let data = data.map(cstr).transpose()?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
+    let ret = unsafe {
+        libc::mount(
+            ptr(&src),
+            tgt.as_ptr(),
+            ptr(&fs),
+            flags,
+            ptr(&data) as *const libc::c_void,
+        )
+    };
+    with_context(check(ret).map(drop), || {
+        format!("mount {:?} on {}", source.or(fstype), target.display())
+    })
+}
+
+pub fn umount_detach(target: impl AsRef<Path>) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: `t` is a valid C string.
+    check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// `pivot_root(".", ".")` in the current directory: the old root ends up stacked under the new
+/// one and can then be detached, without needing a directory to put it in.
+pub fn pivot_root_here() -> io::Result<()> {
+    let dot = c".";
+    // SAFETY: both arguments are valid C strings; the syscall has no other memory effects.
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    with_context(check(ret as libc::c_int).map(drop), || "pivot_root".into())
+}
+
+pub fn mknod(path: impl AsRef<Path>, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
+    let p = cstr(path.as_ref())?;
+    // SAFETY: `p` is a valid C string.
+    let ret = unsafe { libc::mknod(p.as_ptr(), mode, libc::makedev(major, minor)) };
+    with_context(check(ret).map(drop), || {
+        format!("mknod {}", path.as_ref().display())
+    })
+}
+
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall with an integer argument.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+pub fn setsid() {
+    // SAFETY: plain syscall; failing (already a leader) is harmless.
+    unsafe { libc::setsid() };
+}
+
+pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options used by the agent take integer arguments only.
+    check(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+    .map(drop)
+}
+
+/// Set the effective, permitted and inheritable capability sets (64-bit masks).
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let split = |m: u64| (m as u32, (m >> 32) as u32);
+    let (e0, e1) = split(effective);
+    let (p0, p1) = split(permitted);
+    let (i0, i1) = split(inheritable);
+    let data = [
+        Data {
+            effective: e0,
+            permitted: p0,
+            inheritable: i0,
+        },
+        Data {
+            effective: e1,
+            permitted: p1,
+            inheritable: i1,
+        },
+    ];
+    // SAFETY: header and data match the kernel's v3 layout (one header, two data structs).
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    check(ret as libc::c_int).map(drop)
+}
+
+/// A pipe whose both ends are close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, integer arguments only.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Close every descriptor numbered `first` or above.
+pub fn close_fds_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; nothing in this fresh process uses them.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+}
+
+/// Commit the file system holding `fd`.
+pub fn syncfs(fd: &impl AsRawFd) {
+    // SAFETY: syncfs on a descriptor we own; no memory is involved.
+    unsafe { libc::syncfs(fd.as_raw_fd()) };
+}
+
+pub fn set_cloexec(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, integer arguments only.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+}
+
+/// An eventfd used to wake a poll loop from another thread.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: eventfd succeeded; the descriptor is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn eventfd_signal(fd: &impl AsRawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Read up to `buf.len()` bytes; `Ok(None)` when a non-blocking descriptor has nothing now.
+pub fn read_nb(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Wait until one of `fds` is readable (or hung up) or `timeout_ms` passes (-1: forever).
+/// Returns, per descriptor, whether it is ready.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if n >= 0 {
+            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+pub fn kill(pid: i32, sig: libc::c_int) {
+    // SAFETY: plain syscall; a vanished target is not an error we care about.
+    unsafe { libc::kill(pid, sig) };
+}
+
+pub struct Exited {
+    pub pid: i32,
+    /// Raw wait status.
+    pub status: i32,
+    pub cpu_seconds: f64,
+}
+
+impl Exited {
+    /// Shell convention: the exit status, or 128 + the signal that killed it.
+    pub fn exit_code(&self) -> i32 {
+        if libc::WIFEXITED(self.status) {
+            libc::WEXITSTATUS(self.status)
+        } else if libc::WIFSIGNALED(self.status) {
+            128 + libc::WTERMSIG(self.status)
+        } else {
+            1
+        }
+    }
+}
+
+/// Reap one exited child without blocking.
+pub fn reap_any() -> Option<Exited> {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: status and rusage point to live, writable values.
+    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut ru) };
+    if pid <= 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(Exited {
+        pid,
+        status,
+        cpu_seconds: secs(ru.ru_utime) + secs(ru.ru_stime),
+    })
+}
+
+/// Block SIGCHLD in the calling thread (and every thread it creates afterwards), so that only
+/// the reaper thread receives it, through `wait_sigchld`.
+pub fn block_sigchld() -> io::Result<()> {
+    // SAFETY: sigset operations on a local, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
+}
+
+/// Wait for a SIGCHLD (blocked beforehand with `block_sigchld`).
+pub fn wait_sigchld() {
+    // SAFETY: sigset operations on a local set; sigwaitinfo accepts a null info pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigwaitinfo(&set, std::ptr::null_mut());
+    }
+}
+
+/// For use between fork and exec only (async-signal-safe): put the child in its own process
+/// group and make it a preferred OOM victim over the agent (raising the score needs no
+/// privilege; it also undoes the agent's own immunity, which children would inherit).
+pub fn child_setup() -> io::Result<()> {
+    // SAFETY: setpgid, open, write and close are async-signal-safe; the path and buffer are
+    // static.
+    unsafe {
+        if libc::setpgid(0, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path: &CStr = c"/proc/self/oom_score_adj";
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"500".as_ptr().cast(), 3);
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// For use between fork and exec only: make `from` available as descriptor `to` (inherited).
+pub fn dup_to(from: RawFd, to: RawFd) -> io::Result<()> {
+    if from == to {
+        // dup2 would do nothing, leaving close-on-exec set: clear it instead.
+        // SAFETY: fcntl is async-signal-safe; integer arguments only.
+        return check(unsafe { libc::fcntl(from, libc::F_SETFD, 0) }).map(drop);
+    }
+    // SAFETY: dup2 is async-signal-safe and only manipulates the descriptor table.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}

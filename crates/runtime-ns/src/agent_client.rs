@@ -1,0 +1,204 @@
+//! The host side of the agent protocol: a small pool of open connections per sandbox, request
+//! helpers, and streaming file transfers. Everything the agent says is untrusted input.
+
+use instavm_protocol::{
+    parse_json, read_frame_async, write_frame_async, write_json_async, Entry, FrameKind, Request,
+    Response, CHUNK,
+};
+use instavm_runtime::{ByteReader, RuntimeError};
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// Connections kept open per sandbox for reuse.
+const MAX_IDLE: usize = 8;
+
+pub struct AgentClient {
+    socket: PathBuf,
+    idle: Mutex<Vec<UnixStream>>,
+}
+
+fn agent_err(e: io::Error) -> RuntimeError {
+    RuntimeError::Agent(e.to_string())
+}
+
+impl AgentClient {
+    pub fn new(socket: PathBuf) -> Self {
+        AgentClient {
+            socket,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn take(&self) -> Result<UnixStream, RuntimeError> {
+        let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match reused {
+            Some(s) => Ok(s),
+            None => UnixStream::connect(&self.socket).await.map_err(agent_err),
+        }
+    }
+
+    /// Return a connection that finished an exchange cleanly.
+    fn give_back(&self, s: UnixStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(s);
+        }
+    }
+
+    async fn read_response(s: &mut UnixStream) -> Result<Response, RuntimeError> {
+        let frame = read_frame_async(s)
+            .await
+            .map_err(agent_err)?
+            .ok_or_else(|| RuntimeError::Agent("the agent closed the connection".into()))?;
+        parse_json(&frame).map_err(agent_err)
+    }
+
+    /// One request, one JSON answer.
+    pub async fn call(&self, req: &Request) -> Result<Response, RuntimeError> {
+        let mut s = self.take().await?;
+        let result = async {
+            write_json_async(&mut s, req).await.map_err(agent_err)?;
+            Self::read_response(&mut s).await
+        }
+        .await;
+        // A connection that failed mid-exchange is out of step: drop it. No retry: the
+        // request may have run.
+        if result.is_ok() {
+            self.give_back(s);
+        }
+        result
+    }
+
+    /// Stream `data` into a file in the sandbox.
+    pub async fn write_file(
+        &self,
+        path: &str,
+        create_parents: bool,
+        mode: Option<u32>,
+        mut data: ByteReader,
+    ) -> Result<Response, RuntimeError> {
+        let mut s = UnixStream::connect(&self.socket).await.map_err(agent_err)?;
+        let req = Request::WriteFile {
+            path: path.to_owned(),
+            create_parents,
+            mode,
+        };
+        write_json_async(&mut s, &req).await.map_err(agent_err)?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match data.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // The upload broke: end the transfer so the agent stays in step, then report.
+                    let _ = write_frame_async(&mut s, FrameKind::End, &[]).await;
+                    let _ = Self::read_response(&mut s).await;
+                    return Err(RuntimeError::io("reading the upload", e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            write_frame_async(&mut s, FrameKind::Data, &buf[..n])
+                .await
+                .map_err(agent_err)?;
+        }
+        write_frame_async(&mut s, FrameKind::End, &[])
+            .await
+            .map_err(agent_err)?;
+        let r = Self::read_response(&mut s).await?;
+        self.give_back(s);
+        Ok(r)
+    }
+
+    /// Open a file in the sandbox for streaming. Returns the agent's first answer (a `File` entry
+    /// or an error) and, for a file, a reader over its bytes.
+    pub async fn read_file(
+        &self,
+        path: &str,
+    ) -> Result<(Response, Option<ByteReader>), RuntimeError> {
+        let mut s = UnixStream::connect(&self.socket).await.map_err(agent_err)?;
+        let req = Request::ReadFile {
+            path: path.to_owned(),
+        };
+        write_json_async(&mut s, &req).await.map_err(agent_err)?;
+        let first = Self::read_response(&mut s).await?;
+        let Response::File(Entry { size, .. }) = &first else {
+            return Ok((first, None));
+        };
+        let expected = *size;
+        let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(4);
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            loop {
+                let item = match read_frame_async(&mut s).await {
+                    Ok(Some(f)) if f.kind == FrameKind::Data => {
+                        sent += f.payload.len() as u64;
+                        Ok(f.payload)
+                    }
+                    Ok(Some(f)) if f.kind == FrameKind::End => return,
+                    Ok(Some(f)) => match parse_json::<Response>(&f) {
+                        Ok(Response::Error { message, .. }) => Err(io::Error::other(message)),
+                        _ => Err(io::Error::other("unexpected message in a download")),
+                    },
+                    Ok(None) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("download ended after {sent} of {expected} bytes"),
+                    )),
+                    Err(e) => Err(e),
+                };
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok((
+            first,
+            Some(Box::pin(ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            })),
+        ))
+    }
+}
+
+/// An `AsyncRead` over chunks arriving on a channel; an `Err` item becomes a read error.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl AsyncRead for ChannelReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.pos < self.chunk.len() {
+                let n = (self.chunk.len() - self.pos).min(buf.remaining());
+                let start = self.pos;
+                buf.put_slice(&self.chunk[start..start + n]);
+                self.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

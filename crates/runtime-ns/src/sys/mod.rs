@@ -1,0 +1,486 @@
+//! Raw system calls of the namespace backend. Every `unsafe` block of the crate lives here, each
+//! with the reason it is sound.
+
+pub mod netlink;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub(crate) fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstring(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Namespaces every sandbox gets at birth. The cgroup namespace is entered by the agent itself,
+/// after the host has moved it into its cgroups.
+const SANDBOX_NAMESPACES: libc::c_int = libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC;
+
+/// What the cloned child needs, prepared before the clone: after it, the child may only make
+/// async-signal-safe calls, and it shares our memory until it execs.
+struct ChildArgs {
+    path: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// (from, to) descriptor moves; every `from` is above 9 so no move clobbers another.
+    fds: [(RawFd, RawFd); 4],
+    sigmask: libc::sigset_t,
+    /// Written by the child when execve fails (shared memory: CLONE_VM).
+    errno: i32,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to the ChildArgs owned by `spawn_sandbox_init`, which is suspended
+    // (CLONE_VFORK) and keeps it alive until this child execs or exits. Only async-signal-safe
+    // calls are made.
+    unsafe {
+        let a = &mut *(arg as *mut ChildArgs);
+        libc::setsid();
+        for (from, to) in a.fds {
+            if libc::dup2(from, to) < 0 {
+                a.errno = *libc::__errno_location();
+                libc::_exit(127);
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &a.sigmask, std::ptr::null_mut());
+        libc::execve(a.path.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
+        a.errno = *libc::__errno_location();
+        libc::_exit(127)
+    }
+}
+
+pub struct SpawnedInit {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// Start `program` as PID 1 of fresh pid, mount, network, UTS and IPC namespaces, in its own
+/// session, with `config`, `listener` and `log` as descriptors 3, 4 and 1/2.
+///
+/// Uses `clone(CLONE_VM | CLONE_VFORK)` like posix_spawn: no copy of this (large, threaded)
+/// process's page tables, and the call returns once the child has exec'd.
+pub fn spawn_sandbox_init(
+    program: &Path,
+    args: &[&str],
+    config: &OwnedFd,
+    listener: &OwnedFd,
+    log: &File,
+) -> io::Result<SpawnedInit> {
+    // Lift the descriptors above 9 so that moving them to 1..4 cannot overwrite one another.
+    let high = |fd: RawFd| -> io::Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the result is a new descriptor.
+        let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) })?;
+        // SAFETY: fcntl succeeded, so `new` is open and owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    };
+    let (c, l, g) = (
+        high(config.as_raw_fd())?,
+        high(listener.as_raw_fd())?,
+        high(log.as_raw_fd())?,
+    );
+    let path = cstring(program)?;
+    // argv[0] is what sandboxed code sees in /proc/1/cmdline: not the host path.
+    let name = program.file_name().map_or(Path::new("init"), Path::new);
+    let arg_strings: Vec<CString> = std::iter::once(cstring(name)?)
+        .chain(args.iter().map(|a| CString::new(*a).unwrap_or_default()))
+        .collect();
+    let env_strings = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").unwrap_or_default()];
+    let mut argv: Vec<*const libc::c_char> = arg_strings.iter().map(|s| s.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env_strings.iter().map(|s| s.as_ptr()).collect();
+    envp.push(std::ptr::null());
+
+    // Block all signals around the clone so no handler of ours runs on the child's stack; the
+    // child restores the original mask before exec.
+    // SAFETY: sigset operations on local, initialised sets.
+    let old_mask = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    let mut child = ChildArgs {
+        path,
+        argv,
+        envp,
+        fds: [
+            (c.as_raw_fd(), instavm_protocol::CONFIG_FD),
+            (l.as_raw_fd(), instavm_protocol::LISTEN_FD),
+            (g.as_raw_fd(), 1),
+            (g.as_raw_fd(), 2),
+        ],
+        sigmask: old_mask,
+        errno: 0,
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // The stack grows down: pass its (16-byte aligned) top.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let mut pidfd: libc::c_int = -1;
+    let flags =
+        SANDBOX_NAMESPACES | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: `top` is the aligned top of a live stack buffer; `child` outlives the child's use
+    // of it (CLONE_VFORK suspends us until it execs or exits); `pidfd` receives the pidfd.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            flags,
+            (&mut child as *mut ChildArgs).cast(),
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    // SAFETY: CLONE_PIDFD stored a new descriptor that only we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    if child.errno != 0 {
+        reap(&pidfd);
+        return Err(io::Error::new(
+            io::Error::from_raw_os_error(child.errno).kind(),
+            format!(
+                "cannot execute {}: {}",
+                program.display(),
+                io::Error::from_raw_os_error(child.errno)
+            ),
+        ));
+    }
+    Ok(SpawnedInit { pid, pidfd })
+}
+
+/// A pidfd for a process that is not our child (a sandbox recovered after a restart).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = check(fd as libc::c_int)?;
+    // SAFETY: the syscall returned a new descriptor that only we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wait until the process behind `pidfd` has exited, then reap it if it is our child.
+pub async fn wait_exit(pidfd: OwnedFd) {
+    // SAFETY: the AsyncFd owns `pidfd` for its whole life and nothing else closes or replaces
+    // the descriptor.
+    match unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+            reap(afd.get_ref());
+        }
+        Err(e) => tracing::error!("cannot watch a sandbox init: {}", e),
+    }
+}
+
+/// Reap our child behind `pidfd` if it has exited (no-op for a process that is not our child).
+pub fn reap(pidfd: &OwnedFd) {
+    const P_PIDFD: libc::idtype_t = 3;
+    // SAFETY: zeroed siginfo is a valid output buffer; waitid only writes into it.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        );
+    }
+}
+
+pub fn kill(pid: i32, sig: libc::c_int) {
+    // SAFETY: plain syscall; a vanished target is fine.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Run `f` on a short-lived thread that has joined the network namespace of `pid`. Sockets it
+/// creates stay in that namespace.
+pub fn in_netns_of<T: Send + 'static>(
+    pid: i32,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::Builder::new()
+        .name("netns".into())
+        .stack_size(128 << 10)
+        .spawn(move || {
+            // SAFETY: setns on a namespace descriptor; affects only this thread, which exits
+            // right after `f`.
+            check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+            f()
+        })?
+        .join()
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Start time in clock ticks since boot (field 22 of /proc/PID/stat) of a running (not zombie)
+/// process, to tell a live sandbox init from an unrelated process that reused its pid.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: split after the last ')'.
+    let mut rest = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = rest.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
+}
+
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let (s, t, f, d) = (
+        CString::new(source)?,
+        cstring(target)?,
+        CString::new(fstype)?,
+        CString::new(data)?,
+    );
+    // SAFETY: all four pointers are NUL-terminated strings that outlive the call.
+    check(unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) })
+        .map(drop)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("mount {} on {}: {e}", source, target.display()),
+            )
+        })
+}
+
+pub fn umount_detach(target: &Path) -> io::Result<()> {
+    let t = cstring(target)?;
+    // SAFETY: `t` is a valid C string.
+    check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// Is `path` a mount point of this mount namespace?
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp).as_slice() == want)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo (octal).
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let octal = std::str::from_utf8(&b[i + 1..i + 4])
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok());
+            if let Some(v) = octal {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Exclusive advisory lock held until the returned file is dropped.
+pub fn lock_file(path: &Path) -> io::Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    check(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) })?;
+    Ok(f)
+}
+
+// ---- loop devices ----
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Attach `image` to a free loop device that detaches itself when no longer used. Returns the
+/// device path and an open handle: keep it until the device is mounted, or the device detaches
+/// right away.
+pub fn attach_loop(image: &Path) -> io::Result<(String, File)> {
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)?;
+    let ctl = File::open("/dev/loop-control")?;
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = check(unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) })?;
+        let dev = format!("/dev/loop{n}");
+        let loopdev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dev)?;
+        // SAFETY: an all-zero LoopConfig is valid; we fill in the fields we use.
+        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+        cfg.fd = backing.as_raw_fd() as u32;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads one LoopConfig from the pointer.
+        let rc = unsafe {
+            libc::ioctl(
+                loopdev.as_raw_fd(),
+                LOOP_CONFIGURE,
+                &cfg as *const LoopConfig,
+            )
+        };
+        if rc == 0 {
+            return Ok((dev, loopdev));
+        }
+        let e = io::Error::last_os_error();
+        // Someone else took this device between GET_FREE and CONFIGURE: try another.
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(e);
+        }
+    }
+    Err(io::Error::other("no free loop device"))
+}
+
+// ---- btrfs ----
+
+const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940E;
+const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940F;
+const BTRFS_IOC_QUOTA_CTL: libc::c_ulong = 0xC010_9428;
+const BTRFS_IOC_QGROUP_LIMIT: libc::c_ulong = 0x8030_942B;
+const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
+const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+
+#[repr(C)]
+struct BtrfsVolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+fn vol_args(name: &str) -> io::Result<Box<BtrfsVolArgs>> {
+    if name.is_empty() || name.len() >= 4088 || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad subvolume name",
+        ));
+    }
+    let mut args = Box::new(BtrfsVolArgs {
+        fd: 0,
+        name: [0; 4088],
+    });
+    args.name[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(args)
+}
+
+pub fn btrfs_enable_quota(mount_point: &Path) -> io::Result<()> {
+    let dir = File::open(mount_point)?;
+    let mut args = [BTRFS_QUOTA_CTL_ENABLE, 0u64];
+    // SAFETY: QUOTA_CTL reads and writes the two-u64 struct behind the pointer.
+    check(unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, args.as_mut_ptr()) }).map(drop)
+}
+
+/// Create subvolume `parent/name` whose referenced size is limited to `limit_bytes`.
+pub fn btrfs_create_subvolume(parent: &Path, name: &str, limit_bytes: u64) -> io::Result<()> {
+    let dir = File::open(parent)?;
+    let args = vol_args(name)?;
+    // SAFETY: SUBVOL_CREATE reads one BtrfsVolArgs.
+    check(unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_SUBVOL_CREATE,
+            &*args as *const BtrfsVolArgs,
+        )
+    })?;
+    btrfs_set_quota(&parent.join(name), limit_bytes)
+}
+
+/// Limit the referenced size of the subvolume at `subvolume`.
+pub fn btrfs_set_quota(subvolume: &Path, limit_bytes: u64) -> io::Result<()> {
+    let sub = File::open(subvolume)?;
+    // qgroupid 0 means "the qgroup of the subvolume this descriptor is in".
+    let limit: [u64; 6] = [0, BTRFS_QGROUP_LIMIT_MAX_RFER, limit_bytes, 0, 0, 0];
+    // SAFETY: QGROUP_LIMIT reads one 48-byte struct (qgroupid + btrfs_qgroup_limit).
+    check(unsafe { libc::ioctl(sub.as_raw_fd(), BTRFS_IOC_QGROUP_LIMIT, limit.as_ptr()) }).map(drop)
+}
+
+pub fn btrfs_delete_subvolume(parent: &Path, name: &str) -> io::Result<()> {
+    let dir = File::open(parent)?;
+    let args = vol_args(name)?;
+    // SAFETY: SNAP_DESTROY reads one BtrfsVolArgs.
+    check(unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_SNAP_DESTROY,
+            &*args as *const BtrfsVolArgs,
+        )
+    })
+    .map(drop)
+}
+
+/// Free bytes of the file system holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let p = cstring(path)?;
+    // SAFETY: zeroed statvfs is a valid output buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is a valid C string and `st` a writable statvfs.
+    check(unsafe { libc::statvfs(p.as_ptr(), &mut st) })?;
+    Ok(st.f_bavail * st.f_frsize)
+}
+
+/// The file system type (statfs f_type magic) of the file system holding `path`.
+pub fn fs_type(path: &Path) -> io::Result<i64> {
+    let p = cstring(path)?;
+    // SAFETY: zeroed statfs is a valid output buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is a valid C string and `st` a writable statfs.
+    check(unsafe { libc::statfs(p.as_ptr(), &mut st) })?;
+    Ok(st.f_type)
+}

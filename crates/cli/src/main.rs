@@ -37,6 +37,11 @@ enum Command {
     },
     /// Run the platform: the HTTP API and the sandboxes on this host.
     Server(commands::server::ServerArgs),
+    /// Sandbox images (build the base image ahead of the first server start).
+    Image {
+        #[command(subcommand)]
+        command: Option<commands::image::ImageCommand>,
+    },
     /// Deploy an app from instavm.yaml (or zero-config detection); `--plan` prints the plan offline.
     Deploy(commands::deploy::DeployArgs),
 }
@@ -57,6 +62,10 @@ fn main() -> ExitCode {
         Some(Command::Admin { command: None }) => group_help("admin"),
         Some(Command::Admin { command: Some(c) }) => block_on(commands::admin::run(c)),
         Some(Command::Server(args)) => commands::server::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Image { command: None }) => group_help("image"),
+        Some(Command::Image { command: Some(c) }) => {
+            commands::image::run(c).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Deploy(args)) => commands::deploy::run(args),
     };
     match result {

@@ -204,12 +204,7 @@ async fn e2e_python_and_bash_execution() {
     assert_eq!(out.exit_code, 0, "exit_code is present and 0 for bash");
 
     // Large output comes back whole.
-    let out = py(
-        &client,
-        &sid,
-        "import sys; sys.stdout.write('x' * 5_000_000)",
-    )
-    .await;
+    let out = py(&client, &sid, "print('x' * 5_000_000, end='')").await;
     assert_eq!(out.stdout.len(), 5_000_000);
 
     // The CLI: inline code and a file, with the language inferred from the extension.

@@ -26,11 +26,14 @@ impl RuntimeKind {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Database, admin key and runtime state live here.
+    /// Database, admin key and the namespace runtime's state (images, layers, sandboxes) live
+    /// here.
     pub data_dir: PathBuf,
     /// Shared image directory for the namespace runtime (`None`: inside the data directory).
     pub images_dir: Option<PathBuf>,
     pub runtime: RuntimeKind,
+    /// Pre-started sandboxes the namespace runtime keeps ready (`None`: its default).
+    pub warm_pool: Option<usize>,
     /// From `INSTAVM_ADMIN_API_KEY`; when `None` a key is generated once and kept in the data
     /// directory.
     pub admin_api_key: Option<String>,
@@ -146,17 +149,6 @@ impl ServerConfig {
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")
     }
-
-    /// The namespace runtime's own directory inside the data directory.
-    pub fn runtime_dir(&self) -> PathBuf {
-        runtime_dir(&self.data_dir)
-    }
-}
-
-/// The namespace runtime's state directory for a server data directory (also used by
-/// `instavm server purge`).
-pub fn runtime_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("runtime")
 }
 
 /// An API key as the server accepts it: printable ASCII, no whitespace, sane length.

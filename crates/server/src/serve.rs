@@ -1,7 +1,7 @@
 //! Starting and stopping the server process.
 
 use crate::auth::generate_key;
-use crate::config::{is_valid_key_text, runtime_dir, ConfigError, RuntimeKind, ServerConfig};
+use crate::config::{is_valid_key_text, ConfigError, RuntimeKind, ServerConfig};
 use crate::error::ApiError;
 use crate::lifecycle;
 use crate::routes::app;
@@ -48,7 +48,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     let admin_key = admin_key(&config)?;
     let runtime: Arc<dyn Runtime> = match config.runtime {
         RuntimeKind::Namespaces => {
-            NsRuntime::open(ns_config(&config.data_dir, config.images_dir.as_deref()))
+            let mut ns = ns_config(&config.data_dir, config.images_dir.as_deref());
+            if let Some(n) = config.warm_pool {
+                ns.warm_pool = n;
+            }
+            NsRuntime::open(ns)
                 .await
                 .map_err(|e| ServeError::Runtime("namespaces", e))?
         }
@@ -119,9 +123,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     }
 }
 
-/// The namespace runtime's configuration for a server data directory.
+/// The namespace runtime's configuration for a server data directory: the runtime keeps its
+/// state next to the database (`images/`, `layers.img`, `sandboxes/`).
 pub fn ns_config(data_dir: &Path, images_dir: Option<&Path>) -> NsConfig {
-    let mut config = NsConfig::new(runtime_dir(data_dir));
+    let mut config = NsConfig::new(data_dir);
     config.images_dir = images_dir.map(Path::to_path_buf);
     config
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod deploy;
 pub mod exec;
+pub mod image;
 pub mod server;
 pub mod whoami;
 

@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// Sandbox backend. `fake` runs no code and is for developing the API only.
     #[arg(long, env = "INSTAVM_RUNTIME", value_enum, default_value_t = RuntimeArg::Namespaces)]
     pub runtime: RuntimeArg,
+    /// Sandboxes the namespace runtime keeps pre-started so a session starts faster.
+    #[arg(long, env = "INSTAVM_WARM_POOL", default_value_t = instavm_runtime_ns::DEFAULT_WARM_POOL)]
+    pub warm_pool: usize,
     /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
     #[arg(short = 'j', long)]
     pub json: bool,
@@ -56,7 +59,7 @@ pub enum RuntimeArg {
     Fake,
 }
 
-fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match flag {
         Some(dir) => Ok(dir),
         None => dirs::data_dir()
@@ -93,6 +96,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     RuntimeArg::Namespaces => RuntimeKind::Namespaces,
                     RuntimeArg::Fake => RuntimeKind::Fake,
                 },
+                warm_pool: Some(args.warm_pool),
                 // Read here, not as a flag: a key on the command line shows up in `ps`.
                 admin_api_key: std::env::var("INSTAVM_ADMIN_API_KEY")
                     .ok()

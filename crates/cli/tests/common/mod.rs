@@ -79,6 +79,15 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        if self.runtime == "namespaces" && std::env::var_os("INSTAVM_AGENT_PATH").is_none() {
+            let agent = Path::new(BIN).with_file_name("instavm-agent");
+            assert!(
+                agent.exists(),
+                "{} is missing: build the workspace first (`cargo build --workspace`, with \
+                 --release for release tests), or set INSTAVM_AGENT_PATH",
+                agent.display()
+            );
+        }
         std::fs::create_dir_all(&self.images_dir).expect("images dir");
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -18,7 +18,7 @@ pub fn report(err: &anyhow::Error) {
         Some(other) => eprintln!("Error: {other}"),
         None => match err.downcast_ref::<MissingKey>() {
             Some(missing) => auth_hint(&missing.to_string()),
-            None => eprintln!("Error: {err:#}"),
+            None => eprintln!("Error: {}", chain(err.as_ref())),
         },
     }
 }
@@ -29,12 +29,17 @@ fn auth_hint(message: &str) {
     eprintln!("Run `instavm auth set-key` to store a valid key, or export INSTAVM_API_KEY.");
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, skipping causes whose text the message already holds
+/// (many errors print their source as part of their own message).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

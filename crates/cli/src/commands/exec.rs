@@ -149,20 +149,20 @@ async fn result(args: ExecArgs) -> anyhow::Result<()> {
     let spinner = Spinner::start(args.rt.json, "Waiting for the task");
     let record = client.wait_for_task(&task_id, poll, wait).await?;
     drop(spinner);
-    let payload = json!({
-        "task_id": task_id,
-        "stdout": record.serialized_stdout,
-        "stderr": record.serialized_stderr,
-        "cpu_time": record.cpu_time,
-        "created_at": record.created_at,
-        "execution_time": record.execution_time,
-        "exit_code": record.exit_code,
-        "status": record.status,
-    });
-    let Value::Object(map) = &payload else {
-        unreachable!("json! of an object literal is an object")
-    };
-    emit(args.rt.json, &payload, &text(map))
+    let mut payload = Map::new();
+    for (key, value) in [
+        ("task_id", json!(task_id)),
+        ("stdout", json!(record.serialized_stdout)),
+        ("stderr", json!(record.serialized_stderr)),
+        ("cpu_time", json!(record.cpu_time)),
+        ("created_at", json!(record.created_at)),
+        ("execution_time", json!(record.execution_time)),
+        ("exit_code", json!(record.exit_code)),
+        ("status", json!(record.status)),
+    ] {
+        payload.insert(key.to_owned(), value);
+    }
+    emit(args.rt.json, &payload, &text(&payload))
 }
 
 fn merge(into: &mut Map<String, Value>, from: Value) {

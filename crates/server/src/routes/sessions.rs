@@ -225,9 +225,11 @@ pub async fn status(
     let mut rec = sessions::owned(&state, user.id, &id).await?;
     let mut alive = false;
     if rec.status == SessionState::Active {
-        match state.runtime().get(&sessions::sandbox_id(&rec)?).await {
-            Ok(info) => alive = info.state == SandboxState::Running,
-            Err(RuntimeError::NotFound(_)) => {
+        let found = state.runtime().get(&sessions::sandbox_id(&rec)?).await;
+        match found {
+            Ok(info) if info.state == SandboxState::Running => alive = true,
+            // Gone, or still listed but stopped: either way the session is over.
+            Ok(_) | Err(RuntimeError::NotFound(_)) => {
                 sessions::sandbox_gone(&state, &rec).await;
                 let rid = rec.id.clone();
                 rec = state

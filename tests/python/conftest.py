@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -27,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("INSTAVM_BIN", str(REPO / "target" / "release" / "instavm"))
 IMAGES_DIR = os.environ.get("INSTAVM_IMAGES_DIR", str(REPO / "target" / "instavm-images"))
 # The official CLI installed next to this interpreter (scripts/python-venv.sh).
-OFFICIAL_CLI = str(pathlib.Path(os.sys.executable).with_name("instavm"))
+OFFICIAL_CLI = str(pathlib.Path(sys.executable).with_name("instavm"))
 # The first start of a server may build the base image.
 READY_TIMEOUT = 900
 LISTEN_RE = re.compile(r"^instavm server listening on (http://\S+)$", re.M)

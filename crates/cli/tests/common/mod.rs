@@ -7,7 +7,9 @@
 //!   mounts of the data directory, and only then is the directory deleted.
 //!
 //! All servers share one images directory (`<target>/instavm-images`, or
-//! `INSTAVM_IMAGES_DIR`), so the base image is built once per machine.
+//! `INSTAVM_IMAGES_DIR`), so the base image is built once per machine. The runtime is the
+//! namespace one; `INSTAVM_E2E_RUNTIME=fake` runs the server on the fake runtime instead (only
+//! useful for the tests and benchmark parts that run no code).
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 

@@ -730,7 +730,8 @@ pub async fn claim(inner: &Arc<Inner>, spec: &SandboxSpec) -> Result<Option<Arc<
             }
             Err(e) => {
                 tracing::warn!(sandbox = %sb.id, "warm pool: claim failed, discarding: {e}");
-                let _ = destroy_any(inner, &sb.id, ExitReason::Died).await;
+                let (inner, id) = (inner.clone(), sb.id.clone());
+                tokio::spawn(async move { destroy_any(&inner, &id, ExitReason::Died).await });
             }
         }
     }

@@ -10,9 +10,14 @@ async fn main() {
         .init();
     let mut cfg = NsConfig::new("/tmp/ivm-pool");
     cfg.images_dir = std::env::var("IMAGES").ok().map(Into::into);
+    cfg.warm_pool = std::env::var("POOL")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(2);
+    let pool = cfg.warm_pool;
     let rt = NsRuntime::open(cfg.clone()).await.unwrap();
-    for round in 0..5 {
-        while rt.warm_count() < 2 {
+    for round in 0..10 {
+        while rt.warm_count() < pool {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let t = Instant::now();

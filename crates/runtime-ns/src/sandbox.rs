@@ -439,6 +439,7 @@ impl Inner {
     pub fn stats(&self, sb: &Sandbox) -> SandboxStats {
         let mut s = self.cgroups.stats(sb.id.as_str());
         s.disk_limit_bytes = lock(&sb.record).spec.disk_mb << 20;
+        s.disk_bytes = self.layers.usage(sb.id.as_str());
         s
     }
 

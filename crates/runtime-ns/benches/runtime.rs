@@ -219,8 +219,18 @@ async fn main() {
         .expect("tempdir");
     let mut cfg = NsConfig::new(data.path());
     cfg.images_dir = Some(images.clone());
+    cfg.warm_pool = 0;
     let rt = NsRuntime::open(cfg.clone()).await.expect("open runtime");
     rt.prepare().await.expect("base image");
+    let warm_data = tempfile::Builder::new()
+        .prefix("bench-warm-")
+        .tempdir_in(&target)
+        .expect("tempdir");
+    let mut warm_cfg = NsConfig::new(warm_data.path());
+    warm_cfg.images_dir = Some(images.clone());
+    let warm = NsRuntime::open(warm_cfg.clone())
+        .await
+        .expect("open runtime");
     let rootfs = images.join("base/rootfs");
     println!(
         "namespace runtime, layers: {:?}; rootfs {}",
@@ -230,7 +240,14 @@ async fn main() {
 
     let mut results = Vec::new();
     results.push(summary(
-        "ns: create to first exec",
+        "ns: create to first exec (warm pool)",
+        "ms",
+        ns_create_to_first_exec(&warm, scale(100)).await,
+    ));
+    drop(warm);
+    instavm_runtime_ns::purge(warm_cfg).await.expect("purge");
+    results.push(summary(
+        "ns: create to first exec (cold, no pool)",
         "ms",
         ns_create_to_first_exec(&rt, scale(100)).await,
     ));

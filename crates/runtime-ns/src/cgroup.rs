@@ -34,6 +34,53 @@ pub struct Cgroups {
     instance: String,
 }
 
+/// Moving a process between cgroups waits for an RCU grace period unless the kernel is told to
+/// favour such "dynamic modifications" (a global switch, set through any cgroup2 mount): about
+/// 10 ms per sandbox start on these machines, against 0.3 ms with it. The cost is slightly
+/// slower fork and exit, the right trade for a sandbox host. Best effort: on a host without a
+/// cgroup2 mount, or an old kernel, starts are just slower.
+fn favor_dynamic_modifications() {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let Some((target, opts)) = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 3 && f[2] == "cgroup2").then(|| (f[1].to_owned(), f[3].to_owned()))
+    }) else {
+        return;
+    };
+    if opts.split(',').any(|o| o == "favordynmods") {
+        return;
+    }
+    // Keep the cgroup2 options already in force: a remount replaces them all.
+    const CGROUP2_OPTIONS: &[&str] = &[
+        "nsdelegate",
+        "memory_localevents",
+        "memory_recursiveprot",
+        "memory_hugetlb_accounting",
+        "pids_localevents",
+    ];
+    let mut data: Vec<&str> = opts
+        .split(',')
+        .filter(|o| CGROUP2_OPTIONS.contains(o))
+        .collect();
+    data.push("favordynmods");
+    let flags = libc::MS_REMOUNT
+        | if opts.split(',').any(|o| o == "ro") {
+            libc::MS_RDONLY
+        } else {
+            0
+        };
+    match crate::sys::mount(
+        "cgroup2",
+        Path::new(&target),
+        "cgroup2",
+        flags,
+        &data.join(","),
+    ) {
+        Ok(()) => tracing::info!("enabled cgroup favordynmods on {target} (faster sandbox starts)"),
+        Err(e) => tracing::debug!("cgroup favordynmods not enabled: {e}"),
+    }
+}
+
 fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|e| {
         io::Error::new(
@@ -74,6 +121,7 @@ impl Cgroups {
             instance: instance.to_owned(),
         };
         cg.prepare_parents()?;
+        favor_dynamic_modifications();
         Ok(cg)
     }
 

@@ -93,6 +93,15 @@ impl Layers {
         Ok(layer)
     }
 
+    /// Bytes the sandbox's layer uses (what its quota counts).
+    pub fn usage(&self, id: &str) -> u64 {
+        let root = self.path(id);
+        match self.backend {
+            Backend::Btrfs => sys::btrfs_usage(&root).unwrap_or(0),
+            Backend::Tmpfs => sys::used_bytes(&root).unwrap_or(0),
+        }
+    }
+
     /// Change the quota of a sandbox's layer.
     pub fn set_quota(&self, id: &str, quota_bytes: u64) -> io::Result<()> {
         let root = self.path(id);

@@ -439,6 +439,7 @@ impl Inner {
     pub fn stats(&self, sb: &Sandbox) -> SandboxStats {
         let mut s = self.cgroups.stats(sb.id.as_str());
         s.disk_limit_bytes = lock(&sb.record).spec.disk_mb << 20;
+        s.disk_bytes = self.layers.usage(sb.id.as_str());
         s
     }
 
@@ -730,7 +731,8 @@ pub async fn claim(inner: &Arc<Inner>, spec: &SandboxSpec) -> Result<Option<Arc<
             }
             Err(e) => {
                 tracing::warn!(sandbox = %sb.id, "warm pool: claim failed, discarding: {e}");
-                let _ = destroy_any(inner, &sb.id, ExitReason::Died).await;
+                let (inner, id) = (inner.clone(), sb.id.clone());
+                tokio::spawn(async move { destroy_any(&inner, &id, ExitReason::Died).await });
             }
         }
     }

@@ -421,6 +421,9 @@ async fn disk_quota_is_enforced() {
         .await
         .unwrap_err();
     assert!(matches!(err, RuntimeError::QuotaExceeded(_)), "{err:?}");
+    let stats = env.rt.stats(&sb.id).await.unwrap();
+    assert_eq!(stats.disk_limit_bytes, 64 << 20);
+    assert!(stats.disk_bytes <= 64 << 20, "{stats:?}");
     // A failed upload leaves nothing behind, and the sandbox is still usable below the quota.
     let out = env.sh(&sb.id, "ls /app; sync").await;
     assert!(!out.stdout.contains("upload"), "{out:?}");
@@ -433,6 +436,10 @@ async fn disk_quota_is_enforced() {
         )
         .await
         .unwrap();
+    env.sh(&sb.id, "head -c 5000000 /dev/urandom > /app/five; sync")
+        .await;
+    let used = env.rt.stats(&sb.id).await.unwrap().disk_bytes;
+    assert!(used >= 5_000_000, "usage not reported: {used}");
     assert_healthy(&env).await;
     env.finish().await;
 }

@@ -397,6 +397,7 @@ const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940F;
 const BTRFS_IOC_QUOTA_CTL: libc::c_ulong = 0xC010_9428;
 const BTRFS_IOC_QGROUP_LIMIT: libc::c_ulong = 0x8030_942B;
 const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
+const BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA: u64 = 4;
 const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
 
 #[repr(C)]
@@ -420,11 +421,20 @@ fn vol_args(name: &str) -> io::Result<Box<BtrfsVolArgs>> {
     Ok(args)
 }
 
+/// Turn on quotas: "simple quotas" (Linux 6.7+) where the kernel has them, full qgroups
+/// otherwise. Full qgroups walk back-references on every subvolume deletion, which can stall
+/// the file system's commits (and so every sandbox create) for seconds under load.
 pub fn btrfs_enable_quota(mount_point: &Path) -> io::Result<()> {
     let dir = File::open(mount_point)?;
-    let mut args = [BTRFS_QUOTA_CTL_ENABLE, 0u64];
-    // SAFETY: QUOTA_CTL reads and writes the two-u64 struct behind the pointer.
-    check(unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, args.as_mut_ptr()) }).map(drop)
+    for cmd in [BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA, BTRFS_QUOTA_CTL_ENABLE] {
+        let mut args = [cmd, 0u64];
+        // SAFETY: QUOTA_CTL reads and writes the two-u64 struct behind the pointer.
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, args.as_mut_ptr()) };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
 }
 
 /// Create subvolume `parent/name` whose referenced size is limited to `limit_bytes`.
@@ -475,6 +485,16 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail * st.f_frsize)
 }
 
+/// Used bytes of the file system holding `path`.
+pub fn used_bytes(path: &Path) -> io::Result<u64> {
+    let p = cstring(path)?;
+    // SAFETY: zeroed statvfs is a valid output buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is a valid C string and `st` a writable statvfs.
+    check(unsafe { libc::statvfs(p.as_ptr(), &mut st) })?;
+    Ok((st.f_blocks - st.f_bfree) * st.f_frsize)
+}
+
 /// The file system type (statfs f_type magic) of the file system holding `path`.
 pub fn fs_type(path: &Path) -> io::Result<i64> {
     let p = cstring(path)?;
@@ -483,4 +503,97 @@ pub fn fs_type(path: &Path) -> io::Result<i64> {
     // SAFETY: `p` is a valid C string and `st` a writable statfs.
     check(unsafe { libc::statfs(p.as_ptr(), &mut st) })?;
     Ok(st.f_type)
+}
+
+const BTRFS_IOC_TREE_SEARCH: libc::c_ulong = 0xD000_9411;
+const BTRFS_IOC_INO_LOOKUP: libc::c_ulong = 0xD000_9412;
+const BTRFS_QUOTA_TREE_OBJECTID: u64 = 8;
+const BTRFS_QGROUP_INFO_KEY: u32 = 242;
+const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+#[repr(C)]
+struct SearchKey {
+    tree_id: u64,
+    min_objectid: u64,
+    max_objectid: u64,
+    min_offset: u64,
+    max_offset: u64,
+    min_transid: u64,
+    max_transid: u64,
+    min_type: u32,
+    max_type: u32,
+    nr_items: u32,
+    unused: u32,
+    unused1: u64,
+    unused2: u64,
+    unused3: u64,
+    unused4: u64,
+}
+
+#[repr(C)]
+struct SearchArgs {
+    key: SearchKey,
+    buf: [u8; 4096 - std::mem::size_of::<SearchKey>()],
+}
+
+/// Bytes referenced by the subvolume at `subvolume`, from its qgroup (what its quota counts).
+pub fn btrfs_usage(subvolume: &Path) -> io::Result<u64> {
+    let sub = File::open(subvolume)?;
+    let mut lookup = Box::new(InoLookupArgs {
+        treeid: 0,
+        objectid: BTRFS_FIRST_FREE_OBJECTID,
+        name: [0; 4080],
+    });
+    // SAFETY: INO_LOOKUP reads and writes one InoLookupArgs; with treeid 0 it reports the
+    // subvolume (tree) id of the descriptor.
+    check(unsafe {
+        libc::ioctl(
+            sub.as_raw_fd(),
+            BTRFS_IOC_INO_LOOKUP,
+            &mut *lookup as *mut InoLookupArgs,
+        )
+    })?;
+    let subvol_id = lookup.treeid;
+    // SAFETY: an all-zero SearchArgs is valid; the key is filled in below.
+    let mut args: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
+    args.key = SearchKey {
+        tree_id: BTRFS_QUOTA_TREE_OBJECTID,
+        min_objectid: 0,
+        max_objectid: 0,
+        min_offset: subvol_id,
+        max_offset: subvol_id,
+        min_transid: 0,
+        max_transid: u64::MAX,
+        min_type: BTRFS_QGROUP_INFO_KEY,
+        max_type: BTRFS_QGROUP_INFO_KEY,
+        nr_items: 1,
+        unused: 0,
+        unused1: 0,
+        unused2: 0,
+        unused3: 0,
+        unused4: 0,
+    };
+    // SAFETY: TREE_SEARCH reads the key and fills `buf` with at most `nr_items` items.
+    check(unsafe {
+        libc::ioctl(
+            sub.as_raw_fd(),
+            BTRFS_IOC_TREE_SEARCH,
+            &mut *args as *mut SearchArgs,
+        )
+    })?;
+    if args.key.nr_items == 0 {
+        return Ok(0);
+    }
+    // Each item: a 32-byte btrfs_ioctl_search_header (transid, objectid, offset, type, len),
+    // then a btrfs_qgroup_info_item (generation, rfer, rfer_cmpr, excl, excl_cmpr), all LE.
+    let item = &args.buf[32..];
+    let rfer = u64::from_le_bytes(item[8..16].try_into().unwrap_or([0; 8]));
+    Ok(rfer)
 }

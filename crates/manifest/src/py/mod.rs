@@ -3,6 +3,7 @@
 
 pub mod json;
 pub mod num;
+pub mod path;
 pub mod text;
 
 use std::fmt;

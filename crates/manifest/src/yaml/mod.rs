@@ -6,10 +6,12 @@
 
 mod compose;
 mod construct;
+mod json;
 mod resolve;
 pub mod timestamp;
 mod value;
 
+pub use json::to_json;
 pub use value::{Doc, Obj, ObjId, PyInt, Value};
 
 use crate::py::{PyError, PyExc};

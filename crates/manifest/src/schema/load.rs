@@ -869,12 +869,14 @@ fn parse_triggers(raw: Val<'_>, kind: Kind) -> Result<Vec<TriggerConfig>> {
         let path = optional_string(get("path"), &field("path"))?;
         if trigger_type == "webhook" {
             match &path {
-                None => return Err(ManifestError::rule(
-                    &field("path"),
-                    format!(
+                None => {
+                    return Err(ManifestError::rule(
+                        &field("path"),
+                        format!(
                         "Manifest field `triggers[{index}].path` is required for webhook triggers."
                     ),
-                )),
+                    ))
+                }
                 Some(p) if !p.starts_with('/') => {
                     return Err(ManifestError::rule(
                         &field("path"),

@@ -60,6 +60,8 @@ pub fn compose(src: &str) -> Result<Composed, LoadError> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<NodeId> = None;
     let mut documents = 0;
+    // Where scalars are in the source, and whether they are plain, for the tab check.
+    let mut scalar_spans: Vec<(usize, usize, bool)> = Vec::new();
 
     for item in Parser::new_from_str(src) {
         let (event, span) = item.map_err(|e| LoadError::Syntax(e.to_string()))?;
@@ -86,6 +88,7 @@ pub fn compose(src: &str) -> Result<Composed, LoadError> {
                 continue;
             }
             Event::Scalar(value, style, anchor, tag) => {
+                scalar_spans.push(scalar_span(&chars, span, style));
                 let tag = scalar_tag(&value, style, tag.as_deref());
                 let id = push(
                     &mut nodes,
@@ -139,7 +142,54 @@ pub fn compose(src: &str) -> Result<Composed, LoadError> {
             pending_key: None,
         });
     }
+    check_tabs(&chars, &scalar_spans)?;
     Ok(Composed { nodes, root })
+}
+
+/// PyYAML only skips spaces between tokens and ends plain scalars at a tab, so a tab is an
+/// error anywhere except inside quoted or block scalars and comments. YAML 1.2 parsers accept
+/// tabs as separators; this check restores PyYAML's refusal.
+fn check_tabs(chars: &[char], scalars: &[(usize, usize, bool)]) -> Result<(), LoadError> {
+    let mut spans = scalars.iter().peekable();
+    let mut i = 0;
+    while i < chars.len() {
+        while spans.peek().is_some_and(|&&(_, end, _)| end <= i) {
+            spans.next();
+        }
+        let inside = spans
+            .peek()
+            .filter(|&&&(start, end, _)| start <= i && i < end);
+        match (inside, chars[i]) {
+            (Some(&&(_, _, plain)), '\t') if plain => return Err(tab_error()),
+            (Some(_), _) => {}
+            (None, '#') if i == 0 || matches!(chars[i - 1], ' ' | '\t' | '\n' | '\r') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            (None, '\t') => return Err(tab_error()),
+            (None, _) => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A scalar's extent in the source. saphyr's span of a quoted scalar runs on over trailing
+/// blanks, which are not part of it: it ends at its closing quote.
+fn scalar_span(chars: &[char], span: Span, style: ScalarStyle) -> (usize, usize, bool) {
+    let (start, mut end) = (span.start.index(), span.end.index().min(chars.len()));
+    if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+        while end > start && matches!(chars[end - 1], ' ' | '\t') {
+            end -= 1;
+        }
+    }
+    (start, end, style == ScalarStyle::Plain)
+}
+
+fn tab_error() -> LoadError {
+    LoadError::Syntax("found character '\\t' that cannot start any token".into())
 }
 
 fn push(nodes: &mut Vec<Node>, node: Node) -> NodeId {

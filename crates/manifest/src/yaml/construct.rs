@@ -38,6 +38,7 @@ pub fn construct(composed: Composed) -> Result<Doc, LoadError> {
         objects: Vec::new(),
         queue: VecDeque::new(),
         merged_pairs: 0,
+        shared_nan: None,
     };
     let root = match root {
         Some(node) => c.object(node)?,
@@ -59,6 +60,7 @@ struct Constructor {
     /// Collections created but not filled yet (PyYAML's `state_generators`).
     queue: VecDeque<(NodeId, ObjId)>,
     merged_pairs: usize,
+    shared_nan: Option<ObjId>,
 }
 
 fn syntax(message: impl Into<String>) -> LoadError {
@@ -88,7 +90,19 @@ impl Constructor {
             STR_TAG => Value::Str(self.scalar(node, 0)?),
             BOOL_TAG => construct_bool(&self.scalar(node, 0)?)?,
             INT_TAG => Value::Int(construct_int(&self.scalar(node, 0)?)?),
-            FLOAT_TAG => Value::Float(construct_float(&self.scalar(node, 0)?)?),
+            FLOAT_TAG => match construct_float(&self.scalar(node, 0)?)? {
+                // PyYAML returns one shared `nan_value` object for `.nan`: as dict keys, all
+                // these NaNs are the same key.
+                Float::SharedNan => {
+                    let obj = *self.shared_nan.get_or_insert_with(|| {
+                        self.objects.push(Value::Float(f64::NAN));
+                        self.objects.len() - 1
+                    });
+                    self.built[node] = Some(obj);
+                    return Ok(obj);
+                }
+                Float::Value(f) => Value::Float(f),
+            },
             BINARY_TAG => Value::Bytes(construct_binary(&self.scalar(node, 0)?)?),
             TIMESTAMP_TAG => {
                 let text = self.scalar(node, 0)?;
@@ -236,20 +250,20 @@ impl Constructor {
     }
 
     /// `SafeConstructor.flatten_mapping`: replaces `<<` entries by the merged pairs, which come
-    /// first (so explicit keys override them); `=` keys become plain strings.
+    /// first (so explicit keys override them); `=` keys become plain strings. Like PyYAML it
+    /// edits the node in place and drops each `<<` entry before following it, which is what
+    /// makes a mapping that merges itself terminate.
     fn flatten(&mut self, node: NodeId, depth: usize) -> Result<(), LoadError> {
         if depth > MAX_MERGE_DEPTH {
             return Err(LoadError::recursion());
         }
-        let NodeKind::Map(pairs) = self.nodes[node].kind.clone() else {
-            return Ok(());
-        };
         let mut merge: Vec<(NodeId, NodeId)> = Vec::new();
-        let mut kept: Vec<(NodeId, NodeId)> = Vec::with_capacity(pairs.len());
-        let mut merged_any = false;
-        for (k, v) in pairs {
+        let mut index = 0;
+        while let Some((k, v)) = self.pair_at(node, index) {
             if self.nodes[k].tag == MERGE_TAG {
-                merged_any = true;
+                if let NodeKind::Map(pairs) = &mut self.nodes[node].kind {
+                    pairs.remove(index);
+                }
                 match self.nodes[v].kind.clone() {
                     NodeKind::Map(_) => {
                         self.flatten(v, depth + 1)?;
@@ -286,14 +300,21 @@ impl Constructor {
                 if self.nodes[k].tag == VALUE_TAG {
                     self.nodes[k].tag = STR_TAG.to_string();
                 }
-                kept.push((k, v));
+                index += 1;
             }
         }
-        if merged_any {
-            merge.extend(kept);
+        if !merge.is_empty() {
+            merge.extend(self.map_pairs(node));
             self.nodes[node].kind = NodeKind::Map(merge);
         }
         Ok(())
+    }
+
+    fn pair_at(&self, node: NodeId, index: usize) -> Option<(NodeId, NodeId)> {
+        match &self.nodes[node].kind {
+            NodeKind::Map(pairs) => pairs.get(index).copied(),
+            _ => None,
+        }
     }
 
     fn map_pairs(&self, node: NodeId) -> Vec<(NodeId, NodeId)> {
@@ -356,17 +377,22 @@ fn construct_int(text: &str) -> Result<BigInt, LoadError> {
     Ok(if negative { -magnitude } else { magnitude })
 }
 
+enum Float {
+    Value(f64),
+    SharedNan,
+}
+
 /// `construct_yaml_float`: lowercased, underscores dropped, `.inf`/`.nan`, `a:b.c` base 60.
-fn construct_float(text: &str) -> Result<f64, LoadError> {
+fn construct_float(text: &str) -> Result<Float, LoadError> {
     let cleaned = text.replace('_', "").to_lowercase();
     let (negative, value) = split_sign(&cleaned)?;
     let sign = if negative { -1.0 } else { 1.0 };
     let py = |r: Result<f64, PyError>| r.map_err(LoadError::Py);
     if value == ".inf" {
-        return Ok(sign * f64::INFINITY);
+        return Ok(Float::Value(sign * f64::INFINITY));
     }
     if value == ".nan" {
-        return Ok(f64::NAN);
+        return Ok(Float::SharedNan);
     }
     if value.contains(':') {
         let mut total = 0.0;
@@ -375,9 +401,9 @@ fn construct_float(text: &str) -> Result<f64, LoadError> {
             total += py(parse_float(part))? * base.to_f64().unwrap_or(f64::INFINITY);
             base *= 60;
         }
-        return Ok(sign * total);
+        return Ok(Float::Value(sign * total));
     }
-    Ok(sign * py(parse_float(value))?)
+    Ok(Float::Value(sign * py(parse_float(value))?))
 }
 
 /// `construct_yaml_binary`: `base64.decodebytes`, which skips characters outside the alphabet.

@@ -65,7 +65,8 @@ fn convert(obj: Obj<'_>, ancestors: &mut Vec<ObjId>, budget: &mut usize) -> Json
     }
 }
 
-/// Dict keys `json.dumps` accepts: str, int, float, bool, None.
+/// Dict keys `json.dumps` accepts: str, int, float, bool, None. Its error names the C type,
+/// so dates are `datetime.date`.
 fn key(obj: Obj<'_>) -> Json {
     match obj.value() {
         Value::None => Json::Null,
@@ -73,14 +74,15 @@ fn key(obj: Obj<'_>) -> Json {
         Value::Int(i) => Json::Int(i.clone()),
         Value::Float(f) => Json::Float(*f),
         Value::Str(s) => Json::Str(s.clone()),
-        Value::Bytes(_)
-        | Value::Timestamp(Timestamp::Date(_) | Timestamp::DateTime(_))
-        | Value::Tuple(_)
-        | Value::List(_)
-        | Value::Dict(_)
-        | Value::Set(_) => Json::Fail(PyError::type_error(format!(
-            "keys must be str, int, float, bool or None, not {}",
-            obj.type_name()
-        ))),
+        _ => {
+            let type_name = match obj.value() {
+                Value::Timestamp(Timestamp::Date(_)) => "datetime.date",
+                Value::Timestamp(Timestamp::DateTime(_)) => "datetime.datetime",
+                _ => obj.type_name(),
+            };
+            Json::Fail(PyError::type_error(format!(
+                "keys must be str, int, float, bool or None, not {type_name}"
+            )))
+        }
     }
 }

@@ -90,8 +90,8 @@ pub struct DetectedPlan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    Manifest(ManifestPlan),
-    Detected(DetectedPlan),
+    Manifest(Box<ManifestPlan>),
+    Detected(Box<DetectedPlan>),
 }
 
 /// Why no plan could be made. Messages are the reference CLI's.
@@ -142,11 +142,11 @@ pub fn resolve_plan(path: &Path, options: &DeployOptions) -> Result<Plan, PlanEr
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        return Ok(Plan::Manifest(ManifestPlan {
+        return Ok(Plan::Manifest(Box::new(ManifestPlan {
             manifest,
             source,
             snapshot_id: options.snapshot().map(str::to_string),
-        }));
+        })));
     }
     let mut plan = detect::detect_project(&dir)?;
     if let Some(port) = options.port_override() {
@@ -165,12 +165,12 @@ pub fn resolve_plan(path: &Path, options: &DeployOptions) -> Result<Plan, PlanEr
     if let Some(build) = &options.build_command {
         plan.build_command = Some(build.clone());
     }
-    Ok(Plan::Detected(DetectedPlan {
+    Ok(Plan::Detected(Box::new(DetectedPlan {
         plan,
         path: dir,
         snapshot_id: options.snapshot().map(str::to_string),
         private: options.private,
-    }))
+    })))
 }
 
 /// `--port`, `--health-path`, `--start-command` and `--private` on top of a manifest.

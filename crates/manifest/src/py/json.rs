@@ -286,14 +286,7 @@ impl Decoder<'_> {
     }
 
     fn starts_with(&self, i: usize, word: &str) -> bool {
-        let mut j = i;
-        for c in word.chars() {
-            if self.at(j) != Some(c) {
-                return false;
-            }
-            j += 1;
-        }
-        true
+        (i..).zip(word.chars()).all(|(j, c)| self.at(j) == Some(c))
     }
 
     /// `scan_once`: a value at `i`, or "Expecting value" there.
@@ -556,6 +549,50 @@ mod tests {
             "Unterminated string starting at: line 1 column 1 (char 0)"
         );
         assert_eq!(err("\"\\q\""), "Invalid \\escape: line 1 column 2 (char 1)");
+    }
+
+    #[test]
+    fn loads_errors_recorded_from_cpython() {
+        let cases = [
+            (
+                "\"\\u0041",
+                "Invalid \\uXXXX escape: line 1 column 3 (char 2)",
+            ),
+            (
+                "\"\\u00zz\"",
+                "Invalid \\uXXXX escape: line 1 column 3 (char 2)",
+            ),
+            ("[1 2]", "Expecting ',' delimiter: line 1 column 4 (char 3)"),
+            (
+                "{",
+                "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+            ),
+            ("[", "Expecting value: line 1 column 2 (char 1)"),
+            ("-x", "Expecting value: line 1 column 1 (char 0)"),
+            ("01", "Extra data: line 1 column 2 (char 1)"),
+            ("1.", "Extra data: line 1 column 2 (char 1)"),
+            ("1e", "Extra data: line 1 column 2 (char 1)"),
+            (
+                "\u{feff}{}",
+                "Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)",
+            ),
+            (
+                "\"a\u{1}\"",
+                "Invalid control character at: line 1 column 3 (char 2)",
+            ),
+            ("{\"a\":}", "Expecting value: line 1 column 6 (char 5)"),
+            ("tru", "Expecting value: line 1 column 1 (char 0)"),
+            (
+                "{1:2}",
+                "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+            ),
+            (" \n ", "Expecting value: line 2 column 2 (char 3)"),
+        ];
+        for (text, message) in cases {
+            assert_eq!(err(text), message, "{text:?}");
+        }
+        let value = loads(r#"["\ud83d\ude00", 1E+2, -0, 2.5e-3]"#).unwrap();
+        assert_eq!(value.py_repr().unwrap(), "['\u{1F600}', 100.0, 0, 0.0025]");
     }
 
     #[test]

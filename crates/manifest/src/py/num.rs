@@ -4,7 +4,7 @@
 use num_bigint::BigInt;
 use num_traits::{Num, Zero};
 
-use super::text::{is_space, repr_str, strip};
+use super::text::{repr_str, strip};
 use super::PyError;
 
 /// CPython's default `sys.get_int_max_str_digits()`.
@@ -181,11 +181,6 @@ pub fn int_equals_float(int: &BigInt, float: f64) -> bool {
     format!("{float:.0}")
         .parse::<BigInt>()
         .is_ok_and(|f| &f == int)
-}
-
-/// Characters Python's `int()` skips around the digits, exposed for argument parsing.
-pub fn is_int_padding(c: char) -> bool {
-    is_space(c)
 }
 
 #[cfg(test)]

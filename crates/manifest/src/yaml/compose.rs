@@ -89,6 +89,19 @@ pub fn compose(src: &str) -> Result<Composed, LoadError> {
             }
             Event::Scalar(value, style, anchor, tag) => {
                 scalar_spans.push(scalar_span(&chars, span, style));
+                let empty_at_colon = value.is_empty()
+                    && style == ScalarStyle::Plain
+                    && tag.is_none()
+                    && anchor == 0
+                    && chars.get(span.start.index()) == Some(&':');
+                if empty_at_colon
+                    && expects_key(&stack, &nodes)
+                    && !explicit_key(&chars, span.start.index())
+                {
+                    return Err(LoadError::Syntax(
+                        "while parsing a mapping: expected a key, but found ':'".into(),
+                    ));
+                }
                 let tag = scalar_tag(&value, style, tag.as_deref());
                 let id = push(
                     &mut nodes,
@@ -190,6 +203,38 @@ fn scalar_span(chars: &[char], span: Span, style: ScalarStyle) -> (usize, usize,
 
 fn tab_error() -> LoadError {
     LoadError::Syntax("found character '\\t' that cannot start any token".into())
+}
+
+/// Whether the next node completes a mapping key (rather than a value or an item).
+fn expects_key(stack: &[Frame], nodes: &[Node]) -> bool {
+    stack
+        .last()
+        .is_some_and(|f| matches!(nodes[f.node].kind, NodeKind::Map(_)) && f.pending_key.is_none())
+}
+
+/// Whether an empty key at `colon` was introduced by a `?` indicator. YAML 1.2 allows an
+/// implicit empty key (`: value`); PyYAML only accepts an empty key after `?`.
+fn explicit_key(chars: &[char], colon: usize) -> bool {
+    let before: String = chars[..colon].iter().collect();
+    for line in before.rsplit('\n') {
+        // Drop a trailing comment (a `#` after a blank) and blanks.
+        let code = match line
+            .char_indices()
+            .find(|&(i, c)| c == '#' && (i == 0 || line[..i].ends_with([' ', '\t'])))
+        {
+            Some((i, _)) => &line[..i],
+            None => line,
+        };
+        let code = code.trim_end_matches([' ', '\t', '\r']);
+        if code.is_empty() {
+            continue;
+        }
+        let Some(rest) = code.strip_suffix('?') else {
+            return false;
+        };
+        return rest.is_empty() || rest.ends_with([' ', '\t', '[', '{', ',']);
+    }
+    false
 }
 
 fn push(nodes: &mut Vec<Node>, node: Node) -> NodeId {

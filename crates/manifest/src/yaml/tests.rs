@@ -105,6 +105,12 @@ fn matches_pyyaml_on_recorded_cases() {
         ("x: &a.b 1", "YAMLError"),
         ("x: !!str {=: 5}", "{'x': '5'}"),
         ("=: 1", "{'=': 1}"),
+        (": x", "YAMLError"),
+        ("a: {b: 1, : 2}", "YAMLError"),
+        ("? \n: x", "{None: 'x'}"),
+        ("x: a\tb", "YAMLError"),
+        ("x: \"a\tb\" # c\td", "{'x': 'a\\tb'}"),
+        ("a: &a {<<: *a}", "{'a': {}}"),
     ];
     for (text, expected) in cases {
         assert_eq!(load(text), expected, "input: {text:?}");

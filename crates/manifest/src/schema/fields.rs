@@ -193,3 +193,11 @@ pub(crate) fn normalize_hosts(items: &[Obj<'_>], field: &str) -> Result<Vec<Stri
     }
     Ok(hosts)
 }
+
+/// `mapping.get(key, default)` for an int field: the default only when the key is absent.
+pub(crate) fn int_or(mapping: Obj<'_>, key: &str, default: i64, field: &str) -> Result<PyInt> {
+    match mapping.get(key) {
+        None => Ok(PyInt::from(default)),
+        Some(v) => require_int(some(Some(v)), field),
+    }
+}

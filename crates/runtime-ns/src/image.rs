@@ -16,20 +16,30 @@ use std::process::{Command, Stdio};
 pub const BASE: &str = "base";
 const SUITE: &str = "bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-/// What every sandbox can count on.
+/// What every sandbox can count on. `python-is-python3` because users (and the SDK's README)
+/// type `python`; `sudo` because the Agents integration runs installs through `sudo -u root`.
 const BASE_PACKAGES: &[&str] = &[
     "python3",
+    "python-is-python3",
     "bash",
     "coreutils",
     "procps",
     "iproute2",
     "curl",
     "ca-certificates",
+    "sudo",
 ];
+
+/// What the base image is built from; an image built from another recipe is reported as
+/// outdated.
+fn base_recipe() -> String {
+    format!("debootstrap {SUITE} ({})", BASE_PACKAGES.join(","))
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ImageMeta {
     pub name: String,
+    /// How it was made: the debootstrap recipe, or "tarball".
     pub source: String,
     pub created_at: String,
 }
@@ -67,6 +77,7 @@ impl ImageStore {
     /// The base image's rootfs, building it first if needed.
     pub fn ensure_base(&self) -> io::Result<PathBuf> {
         if let Some(p) = self.rootfs(BASE) {
+            self.warn_if_outdated();
             return Ok(p);
         }
         let _lock = sys::lock_file(&self.dir.join(".lock"))?;
@@ -113,6 +124,25 @@ impl ImageStore {
         self.publish(&tmp, name, "tarball")?;
         self.rootfs(name)
             .ok_or_else(|| io::Error::other("image missing after import"))
+    }
+
+    /// Running sandboxes may use the base image as their lower layer, so it is never replaced
+    /// under them: an outdated one is reported, and rebuilt when its directory is removed.
+    fn warn_if_outdated(&self) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let meta: Option<ImageMeta> = fs::read(self.dir.join(BASE).join("image.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if meta.is_some_and(|m| m.source != base_recipe()) {
+            ONCE.call_once(|| {
+                tracing::warn!(
+                    "the base image in {} was built from another recipe than this version's \
+                     ({}); stop the server, remove that directory and run `instavm image build`",
+                    self.dir.join(BASE).display(),
+                    base_recipe()
+                )
+            });
+        }
     }
 
     fn fresh_tmp(&self, name: &str) -> io::Result<PathBuf> {

@@ -1,6 +1,6 @@
 //! `bash -c` executions: one fresh process group each, killed as a group at the timeout.
 
-use crate::output::{ms_until, Capture};
+use crate::output::{exec_result, ms_until, Capture};
 use crate::{env, reaper, sys};
 use instavm_protocol::{ExecResult, ExecSpec};
 use std::os::fd::AsRawFd;
@@ -65,26 +65,13 @@ pub fn run(spec: &ExecSpec) -> std::io::Result<ExecResult> {
     out.drain(&out_r)?;
     err.drain(&err_r)?;
     let exited = waiter.take();
-    let mut exit_code = exited.as_ref().map_or(1, |e| e.exit_code());
-    let mut stderr = err.into_string("stderr");
-    if timed_out {
-        exit_code = instavm_timeout_code();
-        stderr.push_str(&format!(
-            "\n[instavm: killed after the {:.1}s timeout]\n",
-            spec.timeout_ms as f64 / 1000.0
-        ));
-    }
-    Ok(ExecResult {
-        stdout: out.into_string("stdout"),
-        stderr,
-        exit_code,
-        execution_time: started.elapsed().as_secs_f64(),
-        cpu_time: exited.map_or(0.0, |e| e.cpu_seconds),
-        timed_out,
-    })
-}
-
-/// GNU `timeout`'s exit code, which the Agents integration also expects.
-pub fn instavm_timeout_code() -> i32 {
-    124
+    Ok(exec_result(
+        spec,
+        started,
+        out,
+        err.into_string("stderr"),
+        exited.as_ref().map_or(1, |e| e.exit_code()),
+        exited.map_or(0.0, |e| e.cpu_seconds),
+        timed_out.then_some("killed"),
+    ))
 }

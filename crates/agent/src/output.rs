@@ -57,3 +57,35 @@ pub fn ms_until(deadline: std::time::Instant) -> i32 {
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
 }
+
+/// GNU `timeout`'s exit code, which the Agents integration also expects.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// Assemble an execution's answer; a timeout sets exit code 124 and says so on stderr, with
+/// `how` telling what happened to the code ("killed", "interrupted").
+pub fn exec_result(
+    spec: &instavm_protocol::ExecSpec,
+    started: std::time::Instant,
+    out: Capture,
+    mut stderr: String,
+    exit_code: i32,
+    cpu_time: f64,
+    timed_out: Option<&str>,
+) -> instavm_protocol::ExecResult {
+    let mut exit_code = exit_code;
+    if let Some(how) = timed_out {
+        exit_code = TIMEOUT_EXIT_CODE;
+        stderr.push_str(&format!(
+            "\n[instavm: {how} after the {:.1}s timeout]\n",
+            spec.timeout_ms as f64 / 1000.0
+        ));
+    }
+    instavm_protocol::ExecResult {
+        stdout: out.into_string("stdout"),
+        stderr,
+        exit_code,
+        execution_time: started.elapsed().as_secs_f64(),
+        cpu_time,
+        timed_out: timed_out.is_some(),
+    }
+}

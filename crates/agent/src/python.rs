@@ -2,9 +2,9 @@
 //! execution does not pay for interpreter start-up, fed one cell at a time, interrupted with
 //! SIGINT at a timeout (state kept) and restarted only when it will not stop or has died.
 
-use crate::output::{ms_until, Capture};
+use crate::output::{exec_result, ms_until, Capture};
 use crate::reaper::{self, Waiter};
-use crate::{bash::instavm_timeout_code, env, sys};
+use crate::{env, sys};
 use instavm_protocol::{ExecResult, ExecSpec};
 use std::fs::File;
 use std::io::{self, Write};
@@ -274,15 +274,11 @@ pub fn run(spec: &ExecSpec) -> io::Result<ExecResult> {
 
     let timed_out = interrupted_at.is_some();
     let mut stderr = err.into_string("stderr");
-    let mut exit_code;
-    let mut cpu_time = 0.0;
-    if let Some(a) = answer {
-        (exit_code, cpu_time) = parse_answer(&a);
+    let (exit_code, cpu_time) = if let Some(a) = answer {
+        parse_answer(&a)
     } else {
         // No answer: it died or we killed it. Report how it ended; start afresh next time.
         let status = wait_exit(&k.waiter);
-        exit_code = status.as_ref().map_or(137, |e| e.exit_code());
-        cpu_time = status.map_or(cpu_time, |e| e.cpu_seconds);
         *guard = None;
         stderr.push_str(&format!(
             "\n[instavm: the Python interpreter {}; its state was reset]\n",
@@ -292,22 +288,20 @@ pub fn run(spec: &ExecSpec) -> io::Result<ExecResult> {
                 "exited"
             }
         ));
-    }
-    if timed_out {
-        exit_code = instavm_timeout_code();
-        stderr.push_str(&format!(
-            "\n[instavm: interrupted after the {:.1}s timeout]\n",
-            spec.timeout_ms as f64 / 1000.0
-        ));
-    }
-    Ok(ExecResult {
-        stdout: out.into_string("stdout"),
+        (
+            status.as_ref().map_or(137, |e| e.exit_code()),
+            status.map_or(0.0, |e| e.cpu_seconds),
+        )
+    };
+    Ok(exec_result(
+        spec,
+        started,
+        out,
         stderr,
         exit_code,
-        execution_time: started.elapsed().as_secs_f64(),
         cpu_time,
-        timed_out,
-    })
+        timed_out.then_some("interrupted"),
+    ))
 }
 
 fn wait_exit(w: &Waiter) -> Option<crate::sys::Exited> {

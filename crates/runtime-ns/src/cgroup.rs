@@ -139,6 +139,14 @@ impl Cgroups {
         }
     }
 
+    fn v1_dir(&self, controller: &str, id: &str) -> PathBuf {
+        Path::new(ROOT)
+            .join(controller)
+            .join("instavm")
+            .join(&self.instance)
+            .join(id)
+    }
+
     fn dirs(&self, id: &str) -> Vec<PathBuf> {
         self.instance_dirs()
             .into_iter()
@@ -183,13 +191,7 @@ impl Cgroups {
                 write(&d.join("cpu.max"), &format!("{quota} {CFS_PERIOD_US}"))?;
             }
             Version::V1 => {
-                let dir = |c: &str| {
-                    Path::new(ROOT)
-                        .join(c)
-                        .join("instavm")
-                        .join(&self.instance)
-                        .join(id)
-                };
+                let dir = |c: &str| self.v1_dir(c, id);
                 let mem = dir("memory");
                 let bytes = limits.memory_bytes.to_string();
                 let mem_limit = mem.join("memory.limit_in_bytes");
@@ -249,13 +251,7 @@ impl Cgroups {
                 s.cpu_seconds = usec as f64 / 1e6;
             }
             Version::V1 => {
-                let dir = |c: &str| {
-                    Path::new(ROOT)
-                        .join(c)
-                        .join("instavm")
-                        .join(&self.instance)
-                        .join(id)
-                };
+                let dir = |c: &str| self.v1_dir(c, id);
                 s.memory_bytes = read_u64(&dir("memory").join("memory.usage_in_bytes"));
                 s.memory_limit_bytes = read_u64(&dir("memory").join("memory.limit_in_bytes"));
                 s.pids = read_u64(&dir("pids").join("pids.current"));

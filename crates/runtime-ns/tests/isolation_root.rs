@@ -544,7 +544,11 @@ fn host_ipv4_addresses() -> Vec<String> {
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|dev| !dev.starts_with("ivm")))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|dev| !dev.starts_with("ivm"))
+        })
         .filter_map(|l| l.split_whitespace().nth(3))
         .filter_map(|cidr| cidr.split('/').next())
         .filter(|ip| !ip.starts_with("127."))

@@ -26,8 +26,18 @@ pub fn run(spec: &ExecSpec) -> std::io::Result<ExecResult> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
-    // SAFETY: child_setup only makes async-signal-safe system calls.
-    unsafe { cmd.pre_exec(sys::child_setup) };
+    let all_cpus = crate::cpus::all();
+    // SAFETY: the closure only makes async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::child_setup()?;
+            // The agent may be pinned to one CPU; user programs get them all.
+            if let Some(set) = all_cpus {
+                set.apply(0)?;
+            }
+            Ok(())
+        })
+    };
     let waiter = reaper::spawn(&mut cmd)?;
     // Close our copies of the write ends.
     drop(cmd);

@@ -7,6 +7,7 @@
 //! thread per connection, each connection a sequence of request/response exchanges.
 
 mod bash;
+mod cpus;
 mod deadline;
 mod env;
 mod files;
@@ -51,6 +52,8 @@ fn run() -> io::Result<()> {
     // Before any thread exists, so every thread inherits the mask and only the reaper sees it.
     sys::block_sigchld()?;
     let cfg = read_config()?;
+    // Before any thread or child exists, so they all inherit it.
+    cpus::init(cfg.cpu);
     setup::enter_sandbox(&cfg)?;
     security::lock_down()?;
     reaper::start()?;
@@ -135,8 +138,10 @@ fn handle(conn: &mut UnixStream, request: Request) -> io::Result<()> {
         Request::Configure {
             env: vars,
             deadline_unix_secs,
+            cpu,
         } => {
             deadline::set(deadline_unix_secs);
+            cpus::set(cpu, python::pid());
             match python::apply_env(env::extend(vars)) {
                 Ok(()) => Response::Ok,
                 Err(e) => files::error(ErrorKind::Other, format!("configure: {e}")),

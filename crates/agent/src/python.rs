@@ -59,6 +59,11 @@ pub fn start_eagerly() {
     }
 }
 
+/// The running interpreter's pid.
+pub fn pid() -> Option<i32> {
+    lock().as_ref().map(|k| k.waiter.pid)
+}
+
 /// True once the interpreter has said it is ready (never blocks).
 pub fn is_ready() -> bool {
     match slot().try_lock() {

@@ -341,3 +341,52 @@ pub fn dup_to(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 is async-signal-safe and only manipulates the descriptor table.
     check(unsafe { libc::dup2(from, to) }).map(drop)
 }
+
+/// A CPU set (affinity mask).
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// The CPUs the calling thread may run on.
+    pub fn current() -> io::Result<Self> {
+        // SAFETY: a zeroed cpu_set_t is valid; the kernel fills it in.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a writable cpu_set_t of the size passed.
+        check(unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+        })?;
+        Ok(CpuSet(set))
+    }
+
+    pub fn single(cpu: u32) -> Self {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for cpu < CPU_SETSIZE.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize % libc::CPU_SETSIZE as usize, &mut set);
+            CpuSet(set)
+        }
+    }
+
+    /// Apply to one thread (0: the calling one). Async-signal-safe.
+    pub fn apply(&self, tid: i32) -> io::Result<()> {
+        // SAFETY: `self.0` is a valid cpu_set_t of the size passed.
+        check(unsafe {
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &self.0)
+        })
+        .map(drop)
+    }
+
+    /// Apply to every thread of process `pid` (0: this one).
+    pub fn apply_to_process(&self, pid: i32) {
+        let dir = if pid == 0 {
+            "/proc/self/task".to_owned()
+        } else {
+            format!("/proc/{pid}/task")
+        };
+        for task in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                let _ = self.apply(tid);
+            }
+        }
+    }
+}

@@ -24,6 +24,9 @@ pub struct Record {
     /// Pre-started and waiting in the warm pool, not yet anybody's sandbox.
     #[serde(default)]
     pub pooled: bool,
+    /// The CPU the agent and the interpreter are pinned to, if any.
+    #[serde(default)]
+    pub cpu: Option<u32>,
 }
 
 pub const FILE: &str = "sandbox.json";

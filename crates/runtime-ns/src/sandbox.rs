@@ -18,7 +18,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
@@ -47,6 +47,9 @@ pub struct Inner {
     pool_wake: Arc<Notify>,
     /// Set when the runtime handle is dropped: background tasks stop.
     pub closed: AtomicBool,
+    /// CPUs to pin one-vCPU sandboxes to, in turn.
+    cpus: Vec<u32>,
+    next_cpu: AtomicUsize,
 }
 
 pub struct Sandbox {
@@ -149,7 +152,19 @@ impl Inner {
             pool_target: config.warm_pool,
             pool_wake: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
+            cpus: sys::allowed_cpus(),
+            next_cpu: AtomicUsize::new(0),
         })
+    }
+
+    /// Where a sandbox's agent and interpreter live: one CPU (in turn) for a one-vCPU sandbox,
+    /// whose quota is one CPU anyway; anywhere for bigger ones, or on a one-CPU host.
+    fn cpu_for(&self, spec: &SandboxSpec) -> Option<u32> {
+        if spec.vcpu_count != 1 || self.cpus.len() < 2 {
+            return None;
+        }
+        let n = self.next_cpu.fetch_add(1, Ordering::Relaxed);
+        Some(self.cpus[n % self.cpus.len()])
     }
 
     /// A user's sandbox (pooled ones belong to nobody yet).
@@ -232,7 +247,9 @@ impl Inner {
             start_time: None,
             slot: None,
             pooled,
+            cpu: None,
         };
+        rec.cpu = self.cpu_for(&rec.spec);
         let started = record::save(&dir, &rec)
             .map_err(io_err("writing the sandbox record"))
             .and_then(|()| self.start(&dir, &mut rec, &lower));
@@ -327,6 +344,7 @@ impl Inner {
                 .unwrap_or_default(),
             shm_bytes: SHM_BYTES,
             deadline_unix_secs: agent_deadline(rec.expires_at),
+            cpu: rec.cpu,
         };
         let mut w = fs::File::from(config_w);
         w.write_all(&serde_json::to_vec(&config).map_err(|e| RuntimeError::Agent(e.to_string()))?)
@@ -404,6 +422,7 @@ impl Inner {
                         start_time: None,
                         slot: None,
                         pooled: false,
+                        cpu: None,
                     });
                     self.release(&id, &rec);
                 }
@@ -761,9 +780,16 @@ async fn configure(inner: &Arc<Inner>, sb: &Arc<Sandbox>, spec: &SandboxSpec) ->
     })
     .await
     .map_err(|e| RuntimeError::Unavailable(format!("worker panicked: {e}")))??;
+    // A one-vCPU sandbox keeps the CPU it was started on; a bigger one is let loose.
+    let cpu = if spec.vcpu_count == 1 {
+        lock(&sb.record).cpu
+    } else {
+        None
+    };
     let request = Request::Configure {
         env: spec.env.clone().into_iter().collect(),
         deadline_unix_secs: agent_deadline(expires_at),
+        cpu,
     };
     match sb.client.call(&request).await? {
         Response::Ok => {}
@@ -775,5 +801,6 @@ async fn configure(inner: &Arc<Inner>, sb: &Arc<Sandbox>, spec: &SandboxSpec) ->
     rec.created_at = Utc::now();
     rec.expires_at = expires_at;
     rec.pooled = false;
+    rec.cpu = cpu;
     record::save(&sb.dir, &rec).map_err(io_err("writing the sandbox record"))
 }

@@ -543,6 +543,22 @@ async fn warm_pool_hands_over_configured_sandboxes() {
             .stdout,
         "1\n"
     );
+    // A bigger sandbox from the pool is not kept on one CPU.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        wait_for_pool(&env, 1).await;
+        let big = env
+            .sandbox_with(SandboxSpec {
+                vcpu_count: 2,
+                ..SandboxSpec::default()
+            })
+            .await;
+        let probe = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Cpus_allowed_list')][0])";
+        let cpus = env.py(&big.id, probe).await.stdout;
+        assert!(
+            cpus.contains('-') || cpus.contains(','),
+            "still pinned: {cpus}"
+        );
+    }
     // Specs the pool cannot serve are refused like cold ones.
     let bad = env
         .rt
@@ -562,4 +578,43 @@ async fn wait_for_pool(env: &Env, n: usize) {
         assert!(Instant::now() < deadline, "the warm pool never filled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn one_vcpu_sandboxes_keep_agent_and_interpreter_on_one_cpu() {
+    if !is_root() {
+        return;
+    }
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if host_cpus < 2 {
+        eprintln!("SKIPPED: a one-CPU host has nothing to pin");
+        return;
+    }
+    let env = Env::new().await;
+    let allowed = |out: ExecOutput| out.stdout.trim().to_owned();
+    let probe_py = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Cpus_allowed_list')][0])";
+    let probe_sh = "grep Cpus_allowed_list /proc/self/status | cut -f2";
+    let one = env.sandbox().await;
+    let py = allowed(env.py(&one.id, probe_py).await);
+    assert!(
+        !py.contains(',') && !py.contains('-'),
+        "interpreter not pinned: {py}"
+    );
+    let sh = allowed(env.sh(&one.id, probe_sh).await);
+    assert!(
+        sh.contains('-') || sh.contains(','),
+        "bash should get every CPU: {sh}"
+    );
+    let two = env
+        .sandbox_with(SandboxSpec {
+            vcpu_count: 2,
+            ..SandboxSpec::default()
+        })
+        .await;
+    let py = allowed(env.py(&two.id, probe_py).await);
+    assert!(
+        py.contains('-') || py.contains(','),
+        "a 2-vCPU interpreter is pinned: {py}"
+    );
+    env.finish().await;
 }

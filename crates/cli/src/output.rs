@@ -40,6 +40,11 @@ impl Spinner {
         Spinner(Some(bar))
     }
 
+    /// True when it draws on a terminal (otherwise callers print plain progress lines).
+    pub fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn set_message(&self, message: &str) {
         if let Some(bar) = &self.0 {
             bar.set_message(message.to_owned());

@@ -74,8 +74,13 @@ impl ImageStore {
         d.join("image.json").exists().then(|| d.join("rootfs"))
     }
 
-    /// The base image's rootfs, building it first if needed.
+    /// The base image's rootfs, building it first if needed (progress goes to the log).
     pub fn ensure_base(&self) -> io::Result<PathBuf> {
+        self.ensure_base_with(&|step| tracing::info!("base image: {step}"))
+    }
+
+    /// Like `ensure_base`, reporting each build step (debootstrap's own progress lines).
+    pub fn ensure_base_with(&self, progress: &dyn Fn(&str)) -> io::Result<PathBuf> {
         if let Some(p) = self.rootfs(BASE) {
             self.warn_if_outdated();
             return Ok(p);
@@ -86,7 +91,7 @@ impl ImageStore {
             return Ok(p);
         }
         let tmp = self.fresh_tmp(BASE)?;
-        let result = build_debian(&tmp.join("rootfs"));
+        let result = build_debian(&tmp.join("rootfs"), progress);
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -98,6 +103,19 @@ impl ImageStore {
         )?;
         self.rootfs(BASE)
             .ok_or_else(|| io::Error::other("base image missing after build"))
+    }
+
+    /// Every complete image.
+    pub fn list(&self) -> Vec<ImageMeta> {
+        let mut images: Vec<ImageMeta> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("image.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        images
     }
 
     /// Import a rootfs tarball (optionally gzip-compressed) as image `name`, replacing nothing:
@@ -174,12 +192,12 @@ fn mirror() -> String {
     std::env::var("INSTAVM_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_owned())
 }
 
-/// debootstrap a minimal Debian with the base packages, logging its progress.
-fn build_debian(rootfs: &Path) -> io::Result<()> {
-    tracing::info!(
-        "building the base image (Debian {SUITE} from {}): this takes about a minute, once",
+/// debootstrap a minimal Debian with the base packages, reporting its progress.
+fn build_debian(rootfs: &Path, progress: &dyn Fn(&str)) -> io::Result<()> {
+    progress(&format!(
+        "building Debian {SUITE} from {} (about a minute, once)",
         mirror()
-    );
+    ));
     let mut child = Command::new("debootstrap")
         .arg("--variant=minbase")
         .arg(format!("--include={}", BASE_PACKAGES.join(",")))
@@ -208,7 +226,7 @@ fn build_debian(rootfs: &Path) -> io::Result<()> {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             // debootstrap's own progress lines: "I: Retrieving ...", "I: Configuring ...".
             if let Some(step) = line.strip_prefix("I: ") {
-                tracing::info!("base image: {step}");
+                progress(step);
             }
         }
     }
@@ -233,7 +251,7 @@ fn build_debian(rootfs: &Path) -> io::Result<()> {
         }
     }
     fs::create_dir_all(rootfs.join("app"))?;
-    tracing::info!("base image ready");
+    progress("done");
     Ok(())
 }
 

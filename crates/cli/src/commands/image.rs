@@ -1,5 +1,6 @@
-//! `instavm image build`: build the base image ahead of time (a server builds it on first
-//! start otherwise, and answers `/health` with 503 meanwhile).
+//! `instavm image build|import|list`: the root filesystems sandboxes start from. `build` makes
+//! the Debian base image ahead of time (a server builds it on first start otherwise, and answers
+//! `/health` with 503 meanwhile); `import` turns a rootfs tarball into an image.
 
 use super::server::data_dir;
 use crate::output::{emit, Spinner};
@@ -13,11 +14,17 @@ use std::time::Instant;
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// Build the Debian base image with debootstrap if it is not there yet (about a minute).
-    Build(BuildArgs),
+    Build(StoreArgs),
+    /// Import a rootfs tarball (plain or gzip) as a new image. Paths that would land outside
+    /// the image, and device nodes, are refused.
+    Import(ImportArgs),
+    /// List the images.
+    #[command(alias = "ls")]
+    List(StoreArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct BuildArgs {
+pub struct StoreArgs {
     /// Image directory [default: <data dir>/images].
     #[arg(long, env = "INSTAVM_IMAGES_DIR")]
     pub images_dir: Option<PathBuf>,
@@ -28,19 +35,86 @@ pub struct BuildArgs {
     pub json: bool,
 }
 
-pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
-    let ImageCommand::Build(args) = cmd;
-    let dir = match args.images_dir {
-        Some(dir) => dir,
-        None => data_dir(args.data_dir)?.join("images"),
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Name of the new image (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The rootfs tarball.
+    pub tarball: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn open_store(args: &StoreArgs) -> anyhow::Result<(PathBuf, ImageStore)> {
+    let dir = match &args.images_dir {
+        Some(dir) => dir.clone(),
+        None => data_dir(args.data_dir.clone())?.join("images"),
     };
     let store = ImageStore::new(&dir)
         .with_context(|| format!("cannot use the image directory {}", dir.display()))?;
+    Ok((dir, store))
+}
+
+pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Build(args) => build(args),
+        ImageCommand::Import(args) => import(args),
+        ImageCommand::List(args) => list(args),
+    }
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let (dir, store) = open_store(&args.store)?;
+    let file = std::fs::File::open(&args.tarball)
+        .with_context(|| format!("cannot open {}", args.tarball.display()))?;
+    let spinner = Spinner::start(args.store.json, &format!("Importing {}", args.name));
+    let rootfs = store.import_tarball(&args.name, file).with_context(|| {
+        format!(
+            "importing {} into {}",
+            args.tarball.display(),
+            dir.display()
+        )
+    })?;
+    drop(spinner);
+    let payload = json!({ "image": args.name, "rootfs": rootfs.display().to_string() });
+    emit(
+        args.store.json,
+        &payload,
+        &[format!(
+            "Imported image {}: {}",
+            args.name,
+            rootfs.display()
+        )],
+    )
+}
+
+fn list(args: StoreArgs) -> anyhow::Result<()> {
+    let (_, store) = open_store(&args)?;
+    let images = store.list();
+    let rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| vec![i.name.clone(), i.created_at.clone(), i.source.clone()])
+        .collect();
+    emit(
+        args.json,
+        &json!({ "images": images }),
+        &crate::output::table(&["NAME", "CREATED", "SOURCE"], &rows),
+    )
+}
+
+fn build(args: StoreArgs) -> anyhow::Result<()> {
+    let (dir, store) = open_store(&args)?;
     let already = store.rootfs(BASE).is_some();
     let started = Instant::now();
     let spinner = Spinner::start(args.json, "Building the base image");
+    let plain = !args.json && !spinner.is_active();
     let rootfs = store
-        .ensure_base()
+        .ensure_base_with(&|step| {
+            spinner.set_message(&format!("Building the base image: {step}"));
+            if plain {
+                eprintln!("base image: {step}");
+            }
+        })
         .with_context(|| format!("building the base image in {}", dir.display()))?;
     drop(spinner);
     let payload = json!({

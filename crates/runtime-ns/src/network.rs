@@ -41,16 +41,17 @@ impl Slot {
 pub struct Network {
     /// The host's network namespace, where veth peers are sent.
     host_netns: OwnedFd,
-    /// Who owns a slot file: `<boot id> <instance> <sandbox id>`.
+    /// Who owns a slot file: `<boot id> <instance> <sandbox id> <sandboxes dir>`.
     instance: String,
     boot_id: String,
+    sandboxes_dir: PathBuf,
     pub nameservers: Vec<String>,
 }
 
 impl Network {
     /// Enable forwarding and install the firewall. Fails when nftables is not available:
     /// without the firewall a sandbox could reach host services, so there is no network at all.
-    pub fn setup(instance: &str) -> io::Result<Self> {
+    pub fn setup(instance: &str, sandboxes_dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(IPAM_DIR)?;
         install_firewall()?;
         fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -62,6 +63,7 @@ impl Network {
                 .trim()
                 .to_owned(),
             nameservers: host_nameservers(),
+            sandboxes_dir: sandboxes_dir.to_path_buf(),
         })
     }
 
@@ -81,13 +83,18 @@ impl Network {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    writeln!(f, "{} {} {}", self.boot_id, self.instance, id)?;
+                    writeln!(
+                        f,
+                        "{} {} {} {}",
+                        self.boot_id,
+                        self.instance,
+                        id,
+                        self.sandboxes_dir.display()
+                    )?;
                     return Ok(Slot(slot));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // A claim from before the last reboot is free again.
-                    let owner = fs::read_to_string(&path).unwrap_or_default();
-                    if !owner.is_empty() && !owner.starts_with(&self.boot_id) {
+                    if self.is_stale(&fs::read_to_string(&path).unwrap_or_default()) {
                         let _ = fs::remove_file(&path);
                     }
                 }
@@ -95,6 +102,22 @@ impl Network {
             }
         }
         Err(io::Error::other("the sandbox address pool is exhausted"))
+    }
+
+    /// A claim left by a previous boot, or by a sandbox whose directory no longer exists.
+    fn is_stale(&self, owner: &str) -> bool {
+        if owner.trim().is_empty() {
+            // Claimed a moment ago and not written yet.
+            return false;
+        }
+        let mut parts = owner.trim_end().splitn(4, ' ');
+        let (boot, _instance, id, dir) = (parts.next(), parts.next(), parts.next(), parts.next());
+        match (boot, id, dir) {
+            (Some(b), _, _) if b != self.boot_id => true,
+            (_, Some(id), Some(dir)) => !Path::new(dir).join(id).exists(),
+            // Being written right now, or an older format: leave it.
+            _ => false,
+        }
     }
 
     pub fn release(&self, slot: Slot) {
@@ -109,7 +132,7 @@ impl Network {
                 continue;
             };
             let owner = fs::read_to_string(e.path()).unwrap_or_default();
-            let mut parts = owner.split_whitespace();
+            let mut parts = owner.trim_end().splitn(4, ' ');
             if let (Some(_boot), Some(inst), Some(id)) = (parts.next(), parts.next(), parts.next())
             {
                 if inst == self.instance {
@@ -220,4 +243,34 @@ fn host_nameservers() -> Vec<String> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_claims_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("aaaaaaaaaaaa")).unwrap();
+        let net = Network {
+            host_netns: fs::File::open("/proc/self/ns/net").unwrap().into(),
+            instance: "i".into(),
+            boot_id: "boot".into(),
+            nameservers: vec![],
+            sandboxes_dir: dir.path().to_path_buf(),
+        };
+        let d = dir.path().display();
+        assert!(!net.is_stale(""), "a claim being written");
+        assert!(net.is_stale("oldboot i aaaaaaaaaaaa /x\n"), "another boot");
+        assert!(
+            !net.is_stale(&format!("boot i aaaaaaaaaaaa {d}\n")),
+            "live sandbox"
+        );
+        assert!(
+            net.is_stale(&format!("boot i bbbbbbbbbbbb {d}\n")),
+            "sandbox gone"
+        );
+        assert!(!net.is_stale("boot i aaaaaaaaaaaa"), "older format, kept");
+    }
 }

@@ -121,7 +121,7 @@ impl Inner {
         let cgroups =
             Cgroups::detect(&instance).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         let layers = Layers::open(&data_dir).map_err(io_err("opening the layer store"))?;
-        let network = match Network::setup(&instance) {
+        let network = match Network::setup(&instance, &sandboxes_dir) {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!("sandboxes will have no network: {e}");

@@ -105,46 +105,30 @@ async fn create(
 /// that makes no sense is 422.
 fn sandbox_spec(state: &AppState, req: &StartSessionRequest) -> ApiResult<SandboxSpec> {
     let l = state.limits();
-    let lifetime = req
-        .vm_lifetime_seconds
-        .unwrap_or(l.default_lifetime_seconds);
-    if lifetime > l.max_lifetime_seconds {
-        return Err(ApiError::Forbidden(format!(
-            "vm lifetime cannot exceed {}s",
-            l.max_lifetime_seconds
-        )));
-    }
-    if lifetime < l.min_lifetime_seconds {
-        return Err(ApiError::Unprocessable(format!(
-            "vm_lifetime_seconds must be at least {}, got {lifetime}",
-            l.min_lifetime_seconds
-        )));
-    }
-    let memory_mb = req.memory_mb.unwrap_or(l.default_memory_mb);
-    if memory_mb > l.max_memory_mb {
-        return Err(ApiError::Forbidden(format!(
-            "memory cannot exceed {} MB",
-            l.max_memory_mb
-        )));
-    }
-    if memory_mb < l.min_memory_mb {
-        return Err(ApiError::Unprocessable(format!(
-            "memory_mb must be at least {}, got {memory_mb}",
-            l.min_memory_mb
-        )));
-    }
-    let vcpu_count = req.vcpu_count.unwrap_or(l.default_vcpu_count);
-    if vcpu_count > l.max_vcpu_count {
-        return Err(ApiError::Forbidden(format!(
-            "vcpu count cannot exceed {}",
-            l.max_vcpu_count
-        )));
-    }
-    if vcpu_count == 0 {
-        return Err(ApiError::Unprocessable(
-            "vcpu_count must be at least 1".into(),
-        ));
-    }
+    // Over a tier limit is 403 in the wording the official deploy code reacts to (api.md
+    // §6.1); below the minimum is a malformed value, 422.
+    let lifetime = within(
+        req.vm_lifetime_seconds
+            .unwrap_or(l.default_lifetime_seconds),
+        l.min_lifetime_seconds,
+        l.max_lifetime_seconds,
+        |max| format!("vm lifetime cannot exceed {max}s"),
+        |min, got| format!("vm_lifetime_seconds must be at least {min}, got {got}"),
+    )?;
+    let memory_mb = within(
+        req.memory_mb.unwrap_or(l.default_memory_mb),
+        l.min_memory_mb,
+        l.max_memory_mb,
+        |max| format!("memory cannot exceed {max} MB"),
+        |min, got| format!("memory_mb must be at least {min}, got {got}"),
+    )?;
+    let vcpu_count = within(
+        req.vcpu_count.unwrap_or(l.default_vcpu_count),
+        1,
+        l.max_vcpu_count,
+        |max| format!("vcpu count cannot exceed {max}"),
+        |min, _| format!("vcpu_count must be at least {min}"),
+    )?;
     let env = req.env.clone().unwrap_or_default();
     check_env(&env)?;
     Ok(SandboxSpec {
@@ -154,6 +138,22 @@ fn sandbox_spec(state: &AppState, req: &StartSessionRequest) -> ApiResult<Sandbo
         lifetime: Duration::from_secs(lifetime),
         ..SandboxSpec::default()
     })
+}
+
+fn within<T: PartialOrd + Copy>(
+    value: T,
+    min: T,
+    max: T,
+    over: impl FnOnce(T) -> String,
+    under: impl FnOnce(T, T) -> String,
+) -> ApiResult<T> {
+    if value > max {
+        return Err(ApiError::Forbidden(over(max)));
+    }
+    if value < min {
+        return Err(ApiError::Unprocessable(under(min, value)));
+    }
+    Ok(value)
 }
 
 fn check_env(env: &BTreeMap<String, String>) -> ApiResult<()> {

@@ -231,7 +231,8 @@ async fn sandboxes_cannot_reach_each_other() {
     let out = env
         .sh(
             &b.id,
-            "sleep 0.5; curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/",
+            "for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:8000/ && break; sleep 0.1; done; \
+             curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/",
         )
         .await;
     assert_eq!(out.stdout, "200", "b serves itself: {out:?}");

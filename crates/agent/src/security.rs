@@ -155,26 +155,22 @@ fn build_filter() -> io::Result<BpfProgram> {
         libc::SYS_ioctl,
         vec![eq_rule(1, libc::TIOCSTI)?, eq_rule(1, libc::TIOCLINUX)?],
     );
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(to_io)?;
-    filter.try_into().map_err(to_io)
+    compile(rules, libc::EPERM)
 }
 
 /// clone3 passes its flags in memory, where a filter cannot look: answer ENOSYS so that libc
 /// falls back to clone(2), whose flags are checked. seccompiler has one match action per filter,
 /// so this is a second, separate filter.
 fn build_clone3_filter() -> io::Result<BpfProgram> {
-    let mut rules = BTreeMap::new();
-    rules.insert(libc::SYS_clone3, vec![]);
+    compile(BTreeMap::from([(libc::SYS_clone3, vec![])]), libc::ENOSYS)
+}
+
+/// A filter that answers the matching calls with `errno` and allows everything else.
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> io::Result<BpfProgram> {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(errno as u32),
         TargetArch::x86_64,
     )
     .map_err(to_io)?;

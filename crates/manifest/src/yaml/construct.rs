@@ -3,7 +3,7 @@
 //! breadth-first order, as PyYAML's deferred generators do, so the first failing value is the
 //! one Python would hit first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use num_bigint::BigInt;
 use num_traits::ToPrimitive;
@@ -249,15 +249,21 @@ impl Constructor {
         Ok(out)
     }
 
-    /// `SafeConstructor.flatten_mapping`: replaces `<<` entries by the merged pairs, which come
-    /// first (so explicit keys override them); `=` keys become plain strings. Like PyYAML it
-    /// edits the node in place and drops each `<<` entry before following it, which is what
-    /// makes a mapping that merges itself terminate.
+    /// `SafeConstructor.flatten_mapping` of PyYAML 6.0.4: replaces `<<` entries by the merged
+    /// pairs, which come first (so explicit keys override them); `=` keys become plain strings.
+    /// Like PyYAML it edits the node in place and drops each `<<` entry before following it,
+    /// which is what makes a mapping that merges itself terminate.
+    ///
+    /// Merged pairs are taken in document order (`<<: [*a, *b]` lists a's pairs, then b's) and
+    /// a pair whose key is the *same object* as an earlier merged key is skipped (6.0.4 keys on
+    /// `id(key_node.value)`). Distinct key nodes with equal text are both kept, so the later
+    /// mapping wins when the dict is built; see [`MergeKeyIdentity`] for when keys are shared.
     fn flatten(&mut self, node: NodeId, depth: usize) -> Result<(), LoadError> {
         if depth > MAX_MERGE_DEPTH {
             return Err(LoadError::recursion());
         }
         let mut merge: Vec<(NodeId, NodeId)> = Vec::new();
+        let mut merged_keys: HashSet<MergeKeyIdentity> = HashSet::new();
         let mut index = 0;
         while let Some((k, v)) = self.pair_at(node, index) {
             if self.nodes[k].tag == MERGE_TAG {
@@ -267,10 +273,9 @@ impl Constructor {
                 match self.nodes[v].kind.clone() {
                     NodeKind::Map(_) => {
                         self.flatten(v, depth + 1)?;
-                        merge.extend(self.map_pairs(v));
+                        self.merge_new_pairs(v, &mut merge, &mut merged_keys);
                     }
                     NodeKind::Seq(subnodes) => {
-                        let mut submerge = Vec::new();
                         for sub in subnodes {
                             if !matches!(self.nodes[sub].kind, NodeKind::Map(_)) {
                                 return Err(syntax(format!(
@@ -279,10 +284,7 @@ impl Constructor {
                                 )));
                             }
                             self.flatten(sub, depth + 1)?;
-                            submerge.push(self.map_pairs(sub));
-                        }
-                        for pairs in submerge.into_iter().rev() {
-                            merge.extend(pairs);
+                            self.merge_new_pairs(sub, &mut merge, &mut merged_keys);
                         }
                     }
                     NodeKind::Scalar(_) => {
@@ -310,6 +312,20 @@ impl Constructor {
         Ok(())
     }
 
+    /// Appends the pairs of a (flattened) mapping to `merge`, skipping keys already merged.
+    fn merge_new_pairs(
+        &self,
+        source: NodeId,
+        merge: &mut Vec<(NodeId, NodeId)>,
+        merged_keys: &mut HashSet<MergeKeyIdentity>,
+    ) {
+        for (k, v) in self.map_pairs(source) {
+            if merged_keys.insert(MergeKeyIdentity::of(&self.nodes[k], k)) {
+                merge.push((k, v));
+            }
+        }
+    }
+
     fn pair_at(&self, node: NodeId, index: usize) -> Option<(NodeId, NodeId)> {
         match &self.nodes[node].kind {
             NodeKind::Map(pairs) => pairs.get(index).copied(),
@@ -322,6 +338,35 @@ impl Constructor {
             NodeKind::Map(pairs) => pairs.clone(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// What PyYAML 6.0.4's `id(key_node.value)` compares while merging. A key node reached twice
+/// (through an alias, or a mapping merged twice) is the same object. So are scalar keys of at
+/// most one Latin-1 character, whatever node they come from: CPython caches the empty string
+/// and every one-character Latin-1 string, and the scanner's slices return those caches. So
+/// `<<: [{a: 1}, {a: 2}]` keeps `a: 1` while `<<: [{ab: 1}, {ab: 2}]` ends with `ab: 2`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum MergeKeyIdentity {
+    Node(NodeId),
+    CachedStr(String),
+}
+
+impl MergeKeyIdentity {
+    fn of(node: &Node, id: NodeId) -> Self {
+        match &node.kind {
+            NodeKind::Scalar(text) if is_cpython_cached_str(text) => Self::CachedStr(text.clone()),
+            _ => Self::Node(id),
+        }
+    }
+}
+
+fn is_cpython_cached_str(text: &str) -> bool {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (None, _) => true,
+        (Some(c), None) => (c as u32) < 256,
+        _ => false,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `safe_load` against PyYAML results recorded from PyYAML 6.0.3.
+//! `safe_load` against PyYAML results recorded from PyYAML 6.0.4 (the version the locked
+//! reference venv holds; see docs/manifest.md).
 
 use super::*;
 use crate::py::json::{dumps, Json};
@@ -111,6 +112,53 @@ fn matches_pyyaml_on_recorded_cases() {
         ("x: a\tb", "YAMLError"),
         ("x: \"a\tb\" # c\td", "{'x': 'a\\tb'}"),
         ("a: &a {<<: *a}", "{'a': {}}"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(load(text), expected, "input: {text:?}");
+    }
+}
+
+/// PyYAML 6.0.4 merges `<<: [...]` in list order and drops a merged key that is the same object
+/// as one merged before (6.0.3 reversed the list instead). Recorded with PyYAML 6.0.4.
+#[test]
+fn merge_key_order_matches_pyyaml_6_0_4() {
+    let cases = [
+        // A later mapping of the list wins for keys that are distinct objects ...
+        ("<<: [{ab: 1}, {ab: 2, c: 3}]", "{'ab': 2, 'c': 3}"),
+        (
+            "a: &a {mem: 1, cpu: 1}\nb: &b {mem: 2, img: b}\nvm: {<<: [*b, *a]}",
+            "{'a': {'mem': 1, 'cpu': 1}, 'b': {'mem': 2, 'img': 'b'}, 'vm': {'mem': 1, 'img': 'b', 'cpu': 1}}",
+        ),
+        (
+            "a: &a {mem: 1, cpu: 1}\nb: &b {mem: 2, img: b}\nvm: {<<: [*a, *b]}",
+            "{'a': {'mem': 1, 'cpu': 1}, 'b': {'mem': 2, 'img': 'b'}, 'vm': {'mem': 2, 'cpu': 1, 'img': 'b'}}",
+        ),
+        // ... but one-character Latin-1 and empty keys are CPython's cached strings: the first wins.
+        ("<<: [{a: 1}, {a: 2, c: 3}]", "{'a': 1, 'c': 3}"),
+        ("<<: [{'a': 1}, {\"a\": 2}]", "{'a': 1}"),
+        ("<<: [{\"\\x61\": 1}, {a: 2}]", "{'a': 1}"),
+        ("<<: [{\u{e9}: 1}, {\u{e9}: 2}]", "{'\u{e9}': 1}"),
+        ("<<: [{\u{20ac}: 1}, {\u{20ac}: 2}]", "{'\u{20ac}': 2}"),
+        ("<<: [{'': 1}, {'': 2}]", "{'': 1}"),
+        ("<<: [{1: x}, {1: y}]", "{1: 'x'}"),
+        ("<<: [{ab: x, ab: y}]", "{'ab': 'y'}"),
+        ("<<: [{a: x, a: y}]", "{'a': 'x'}"),
+        // The same key node reached twice is one object.
+        ("x: &k kk\n<<: [{*k : 1}, {*k : 2}]", "{'kk': 1, 'x': 'kk'}"),
+        ("m: &m {ab: 1}\n<<: [*m, *m]", "{'ab': 1, 'm': {'ab': 1}}"),
+        // Several `<<` entries, and nested merges.
+        (
+            "m: &m {ab: 1}\nn: &n {ab: 2}\ny: {<<: *m, <<: *n}",
+            "{'m': {'ab': 1}, 'n': {'ab': 2}, 'y': {'ab': 2}}",
+        ),
+        (
+            "m: &m {ab: 1}\nn: &n {ab: 2, <<: *m}\ny: {<<: [*n, *m]}",
+            "{'m': {'ab': 1}, 'n': {'ab': 2}, 'y': {'ab': 2}}",
+        ),
+        (
+            "m: &m {ab: 1, cd: 0}\nn: &n {ab: 2, <<: *m}\ny: {<<: [*m, *n]}",
+            "{'m': {'ab': 1, 'cd': 0}, 'n': {'ab': 2, 'cd': 0}, 'y': {'ab': 2, 'cd': 0}}",
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(load(text), expected, "input: {text:?}");

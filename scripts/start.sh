@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release -p instavm-cli -p instavm-agent
+cargo build --locked --release -p instavm-cli -p instavm-agent
 exec target/release/instavm server "$@"

@@ -12,22 +12,22 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "host dependencies"
 scripts/install-deps.sh
-step "python virtualenv with the official SDK (instavm==0.26.1)"
+step "python virtualenv with the official SDK (instavm==0.26.1, from tests/python/requirements.lock)"
 scripts/python-venv.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
-cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --locked --release --workspace --all-targets -- -D warnings
 
 step "build"
-cargo build --release --workspace
+cargo build --locked --release --workspace
 step "base image (built once, shared by every test)"
 export INSTAVM_IMAGES_DIR=${INSTAVM_IMAGES_DIR:-$PWD/target/instavm-images}
 target/release/instavm image build --images-dir "$INSTAVM_IMAGES_DIR"
 
 step "cargo test"
-cargo test --release --workspace -- --test-threads="${TEST_THREADS:-2}"
+cargo test --locked --release --workspace -- --test-threads="${TEST_THREADS:-2}"
 
 step "python compatibility suite (official SDK)"
 INSTAVM_BIN="$PWD/target/release/instavm" .venv/bin/pytest -q tests/python

@@ -30,6 +30,32 @@ fn reference_cli() -> PathBuf {
     path
 }
 
+/// The reference answers with whatever PyYAML its venv holds; our parser models one release.
+/// A different one (an unlocked venv, or a lock moved forward without re-checking the merge
+/// rules) would make every YAML difference look like our bug, so refuse it up front.
+#[test]
+fn reference_uses_the_pyyaml_release_we_model() {
+    let python = reference_cli().with_file_name("python");
+    let out = Command::new(&python)
+        .args(["-c", "import yaml; print(yaml.__version__)"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        version,
+        instavm_manifest::yaml::PYYAML_VERSION,
+        "the reference venv has PyYAML {version}; crates/manifest models PyYAML {}. Install the \
+         venv from tests/python/requirements.lock (scripts/python-venv.sh), or move both \
+         forward together (docs/testing.md)",
+        instavm_manifest::yaml::PYYAML_VERSION
+    );
+}
+
 /// One project to plan, built in a temporary directory.
 #[derive(Debug, Default, Clone)]
 struct Case {

@@ -16,6 +16,11 @@ pub use value::{Doc, Obj, ObjId, PyInt, Value};
 
 use crate::py::{PyError, PyExc};
 
+/// The PyYAML release whose `safe_load` this module reproduces: the one `pip install
+/// instavm==0.26.1` resolves to (pinned in `tests/python/requirements.lock`). The conformance
+/// suite refuses a reference venv with another version, so a PyYAML change is a deliberate step.
+pub const PYYAML_VERSION: &str = "6.0.4";
+
 /// Why `safe_load` failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LoadError {

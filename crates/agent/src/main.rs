@@ -12,6 +12,7 @@ mod deadline;
 mod env;
 mod files;
 mod output;
+mod pty;
 mod python;
 mod reaper;
 mod security;
@@ -129,6 +130,16 @@ fn handle(conn: &mut UnixStream, request: Request) -> io::Result<()> {
             mode,
         } => return files::write_file(conn, &path, create_parents, mode),
         Request::ReadFile { path } => return files::read_file(conn, &path),
+        Request::PtyOpen(spec) => pty::open(spec),
+        Request::PtyList => pty::list(),
+        Request::PtyGet { id } => pty::get(&id),
+        Request::PtyResize { id, cols, rows } => pty::resize(&id, cols, rows),
+        Request::PtyKill { id } => pty::kill(&id),
+        Request::PtyAttach { id } => {
+            // The connection becomes the terminal's stream and ends with it.
+            pty::attach(conn.try_clone()?, &id)?;
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
         Request::Stat { path } => files::stat(&path),
         Request::ListDir { path, recursive } => files::list_dir(&path, recursive),
         Request::SetDeadline { unix_secs } => {

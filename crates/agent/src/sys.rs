@@ -390,3 +390,93 @@ impl CpuSet {
         }
     }
 }
+
+/// A new pseudo-terminal pair of the given size; both ends close-on-exec, the master
+/// non-blocking (its reader polls; writers wait for POLLOUT).
+pub fn openpty(cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave): (RawFd, RawFd) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the provided ints; the name buffer is null
+    // (not wanted) and the termios pointer is null (defaults); `size` outlives the call.
+    check(unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    })?;
+    // SAFETY: openpty succeeded, so both descriptors are open and owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    set_cloexec(&master)?;
+    set_cloexec(&slave)?;
+    set_nonblocking(&master)?;
+    Ok((master, slave))
+}
+
+/// Set a terminal's window size; the kernel signals SIGWINCH to its foreground group.
+pub fn set_winsize(fd: &impl AsRawFd, cols: u16, rows: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize struct, which lives across the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
+}
+
+/// For use between fork and exec only (async-signal-safe): a new session whose controlling
+/// terminal is stdin (the PTY's slave end), and the same OOM preference as `child_setup`.
+pub fn pty_child_setup() -> io::Result<()> {
+    // SAFETY: setsid, ioctl, open, write and close are async-signal-safe; the path and buffer
+    // are static.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path: &CStr = c"/proc/self/oom_score_adj";
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"500".as_ptr().cast(), 3);
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Write all of `buf` to a non-blocking descriptor, waiting for room when it is full.
+pub fn write_all_nb(fd: &impl AsRawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf = &buf[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd struct.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -18,6 +18,8 @@
 
 mod frame;
 mod message;
+mod pty;
 
 pub use frame::*;
 pub use message::*;
+pub use pty::*;

@@ -1,3 +1,4 @@
+use crate::pty::{PtySpec, PtyState};
 use serde::{Deserialize, Serialize};
 
 /// What the host asks of the agent.
@@ -39,6 +40,28 @@ pub enum Request {
         /// virtualised hosts; it is chosen for one-vCPU sandboxes, whose quota is one CPU anyway.
         cpu: Option<u32>,
     },
+    /// Start a program on a new terminal; the answer is `Pty`.
+    PtyOpen(PtySpec),
+    /// Every terminal of the sandbox, running or exited; the answer is `Ptys`.
+    PtyList,
+    PtyGet {
+        id: String,
+    },
+    /// Also valid as a JSON frame inside an attached stream.
+    PtyResize {
+        id: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// Kill the terminal's whole session and forget it.
+    PtyKill {
+        id: String,
+    },
+    /// Answer `Pty`, then make this connection the terminal's stream (see `pty` module docs).
+    /// A newer attach takes the stream over from an older one.
+    PtyAttach {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +96,14 @@ pub enum Response {
         entries: Vec<Entry>,
     },
     Ok,
+    Pty(PtyState),
+    Ptys {
+        ptys: Vec<PtyState>,
+    },
+    /// The last message of an attached stream: the program exited.
+    PtyExit {
+        exit_code: i32,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -119,6 +150,10 @@ pub enum ErrorKind {
     NoSpace,
     /// The request itself was malformed.
     BadRequest,
+    /// Something with this name exists already (a PTY id).
+    AlreadyExists,
+    /// A per-sandbox limit was reached (the number of PTYs).
+    LimitReached,
     Other,
 }
 

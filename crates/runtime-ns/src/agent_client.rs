@@ -35,6 +35,11 @@ impl AgentClient {
         }
     }
 
+    /// The agent's listening socket, for connections that leave the pool (terminal streams).
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     async fn take(&self) -> Result<UnixStream, RuntimeError> {
         let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match reused {

@@ -13,6 +13,7 @@ mod cgroup;
 pub mod image;
 mod layers;
 mod network;
+mod pty;
 mod record;
 mod sandbox;
 mod sys;
@@ -177,6 +178,8 @@ fn agent_error(kind: instavm_protocol::ErrorKind, message: String, path: &str) -
         K::NotADirectory | K::IsADirectory => RuntimeError::WrongFileType(message),
         K::InvalidPath | K::PermissionDenied => RuntimeError::InvalidPath(message),
         K::NoSpace => RuntimeError::QuotaExceeded(message),
+        K::AlreadyExists => RuntimeError::AlreadyExists(message),
+        K::LimitReached => RuntimeError::LimitReached(message),
         K::BadRequest | K::Other => RuntimeError::Agent(message),
     }
 }
@@ -355,5 +358,85 @@ impl Runtime for NsRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()
+    }
+
+    async fn pty_open(&self, id: &SandboxId, req: PtyRequest) -> Result<PtyInfo> {
+        let sb = self.sandbox(id)?;
+        let spec = instavm_protocol::PtySpec {
+            argv: req.command.argv(),
+            id: req.id,
+            term: req.term,
+            cols: req.cols,
+            rows: req.rows,
+        };
+        let pty_id = spec.id.clone();
+        match sb
+            .client
+            .call(&Request::PtyOpen(spec))
+            .await
+            .map_err(|e| sb.explain(e))?
+        {
+            Response::Pty(state) => Ok(pty::info(state)),
+            Response::Error { kind, message } => Err(pty::error(kind, message, &pty_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pty_list(&self, id: &SandboxId) -> Result<Vec<PtyInfo>> {
+        let sb = self.sandbox(id)?;
+        match sb
+            .client
+            .call(&Request::PtyList)
+            .await
+            .map_err(|e| sb.explain(e))?
+        {
+            Response::Ptys { ptys } => Ok(ptys.into_iter().map(pty::info).collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pty_get(&self, id: &SandboxId, pty_id: &str) -> Result<PtyInfo> {
+        let sb = self.sandbox(id)?;
+        let req = Request::PtyGet {
+            id: pty_id.to_owned(),
+        };
+        match sb.client.call(&req).await.map_err(|e| sb.explain(e))? {
+            Response::Pty(state) => Ok(pty::info(state)),
+            Response::Error { kind, message } => Err(pty::error(kind, message, pty_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pty_resize(&self, id: &SandboxId, pty_id: &str, cols: u16, rows: u16) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let req = Request::PtyResize {
+            id: pty_id.to_owned(),
+            cols,
+            rows,
+        };
+        match sb.client.call(&req).await.map_err(|e| sb.explain(e))? {
+            Response::Ok => Ok(()),
+            Response::Error { kind, message } => Err(pty::error(kind, message, pty_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pty_kill(&self, id: &SandboxId, pty_id: &str) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let req = Request::PtyKill {
+            id: pty_id.to_owned(),
+        };
+        match sb.client.call(&req).await.map_err(|e| sb.explain(e))? {
+            Response::Ok => Ok(()),
+            Response::Error { kind, message } => Err(pty::error(kind, message, pty_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pty_attach(&self, id: &SandboxId, pty_id: &str) -> Result<PtyStream> {
+        let sb = self.sandbox(id)?;
+        pty::attach(&sb.client, pty_id)
+            .await
+            .map_err(|e| sb.explain(e))
     }
 }

@@ -19,6 +19,7 @@ pub struct FakeRuntime {
     sandboxes: Mutex<HashMap<SandboxId, FakeSandbox>>,
     handler: ExecHandler,
     events: broadcast::Sender<RuntimeEvent>,
+    terminals: crate::fake_pty::FakeTerminals,
 }
 
 impl Default for FakeRuntime {
@@ -46,6 +47,7 @@ impl FakeRuntime {
             sandboxes: Mutex::new(HashMap::new()),
             handler: Arc::new(handler),
             events: broadcast::channel(64).0,
+            terminals: Default::default(),
         }
     }
 
@@ -200,6 +202,7 @@ impl Runtime for FakeRuntime {
         self.lock()
             .remove(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        self.terminals.forget(id);
         let _ = self.events.send(RuntimeEvent::Exited {
             id: id.clone(),
             reason: ExitReason::Destroyed,
@@ -217,6 +220,36 @@ impl Runtime for FakeRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.events.subscribe()
+    }
+
+    async fn pty_open(&self, id: &SandboxId, req: PtyRequest) -> Result<PtyInfo> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.terminals.open(id, req)
+    }
+
+    async fn pty_list(&self, id: &SandboxId) -> Result<Vec<PtyInfo>> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        Ok(self.terminals.list(id))
+    }
+
+    async fn pty_get(&self, id: &SandboxId, pty: &str) -> Result<PtyInfo> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.terminals.get(id, pty)
+    }
+
+    async fn pty_resize(&self, id: &SandboxId, pty: &str, cols: u16, rows: u16) -> Result<()> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.terminals.resize(id, pty, cols, rows)
+    }
+
+    async fn pty_kill(&self, id: &SandboxId, pty: &str) -> Result<()> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.terminals.kill(id, pty)
+    }
+
+    async fn pty_attach(&self, id: &SandboxId, pty: &str) -> Result<PtyStream> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.terminals.attach(id, pty)
     }
 }
 

@@ -5,10 +5,13 @@
 //! A QEMU microVM backend can be added later behind the same trait.
 
 pub mod fake;
+mod fake_pty;
 mod path;
+mod pty;
 mod types;
 
 pub use path::{normalize_sandbox_path, PathError};
+pub use pty::*;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -48,6 +51,18 @@ pub enum RuntimeError {
     /// user: the host is at capacity (sandbox count, address pool).
     #[error("capacity exhausted: {0}")]
     Exhausted(String),
+    /// user: the backend cannot do this at all (a capability it lacks).
+    #[error("not supported by this runtime: {0}")]
+    Unsupported(String),
+    /// user: something with this name exists already (a terminal id).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// user: no terminal with this id in the sandbox.
+    #[error("terminal {0} not found")]
+    PtyNotFound(String),
+    /// user: a per-sandbox limit (the number of terminals).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// ours: the host lacks something the backend needs.
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
@@ -83,6 +98,10 @@ impl RuntimeError {
                 | RuntimeError::InvalidSpec(_)
                 | RuntimeError::QuotaExceeded(_)
                 | RuntimeError::Exhausted(_)
+                | RuntimeError::Unsupported(_)
+                | RuntimeError::AlreadyExists(_)
+                | RuntimeError::PtyNotFound(_)
+                | RuntimeError::LimitReached(_)
         )
     }
 }
@@ -144,4 +163,40 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Lifecycle events (a sandbox expired, died or was destroyed).
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+
+    /// Start a program on a new terminal. A duplicate id is `AlreadyExists`.
+    async fn pty_open(&self, id: &SandboxId, req: PtyRequest) -> Result<PtyInfo> {
+        let _ = (id, req);
+        Err(RuntimeError::Unsupported("terminals".into()))
+    }
+
+    /// Every terminal of the sandbox, exited ones included until they are killed.
+    async fn pty_list(&self, id: &SandboxId) -> Result<Vec<PtyInfo>> {
+        let _ = id;
+        Err(RuntimeError::Unsupported("terminals".into()))
+    }
+
+    /// One terminal; an unknown one is `NotFound`.
+    async fn pty_get(&self, id: &SandboxId, pty: &str) -> Result<PtyInfo> {
+        let _ = (id, pty);
+        Err(RuntimeError::Unsupported("terminals".into()))
+    }
+
+    async fn pty_resize(&self, id: &SandboxId, pty: &str, cols: u16, rows: u16) -> Result<()> {
+        let _ = (id, pty, cols, rows);
+        Err(RuntimeError::Unsupported("terminals".into()))
+    }
+
+    /// Kill everything the terminal started and forget it.
+    async fn pty_kill(&self, id: &SandboxId, pty: &str) -> Result<()> {
+        let _ = (id, pty);
+        Err(RuntimeError::Unsupported("terminals".into()))
+    }
+
+    /// Attach to a terminal's byte stream, taking it over from any earlier attach. Output the
+    /// program wrote while nobody was attached (its newest 64 KiB) comes first.
+    async fn pty_attach(&self, id: &SandboxId, pty: &str) -> Result<PtyStream> {
+        let _ = (id, pty);
+        Err(RuntimeError::Unsupported("terminals".into()))
+    }
 }

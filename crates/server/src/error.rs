@@ -139,6 +139,14 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Exhausted(m) => {
                 ApiError::TooManyRequests(format!("the host is at capacity ({m}); retry later"))
             }
+            RuntimeError::Unsupported(m) => {
+                ApiError::BadRequest(format!("this server's runtime does not support {m}"))
+            }
+            RuntimeError::AlreadyExists(m) => ApiError::Conflict(format!("{m} already exists")),
+            RuntimeError::PtyNotFound(id) => {
+                ApiError::NotFound(format!("no terminal {id:?} in this VM"))
+            }
+            RuntimeError::LimitReached(m) => ApiError::Forbidden(m),
             err @ (RuntimeError::Unavailable(_)
             | RuntimeError::Agent(_)
             | RuntimeError::Io { .. }) => ApiError::Internal(format!("runtime: {err}")),

@@ -11,8 +11,8 @@
 use crate::files::error;
 use crate::{env, reaper, sys};
 use instavm_protocol::{
-    is_valid_pty_id, parse_json, read_frame, write_frame, write_json, ErrorKind, FrameKind,
-    PtySpec, PtyState, Request, Response, CHUNK,
+    parse_json, read_frame, write_frame, write_json, ErrorKind, FrameKind, PtySpec, PtyState,
+    Request, Response, CHUNK,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -104,12 +104,6 @@ impl Pty {
 
 /// `PtyOpen`: start the program and its pump.
 pub fn open(spec: PtySpec) -> Response {
-    if !is_valid_pty_id(&spec.id) {
-        return error(
-            ErrorKind::BadRequest,
-            format!("invalid terminal id {:?}", spec.id),
-        );
-    }
     if spec.argv.is_empty() || spec.cols == 0 || spec.rows == 0 {
         return error(
             ErrorKind::BadRequest,
@@ -129,13 +123,21 @@ pub fn open(spec: PtySpec) -> Response {
             format!("at most {MAX_PTYS} terminals per sandbox; delete some first"),
         );
     }
+    let program = spec.argv[0].clone();
     match start(spec) {
         Ok(pty) => {
             let state = pty.state();
             ptys.insert(pty.spec.id.clone(), pty);
             Response::Pty(state)
         }
-        Err(e) => error(ErrorKind::Other, format!("cannot start the terminal: {e}")),
+        Err(e) => {
+            // A program that does not exist or cannot run is the caller's mistake.
+            let kind = match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => ErrorKind::BadRequest,
+                _ => ErrorKind::Other,
+            };
+            error(kind, format!("cannot start {program}: {e}"))
+        }
     }
 }
 

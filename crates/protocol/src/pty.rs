@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// What to run on a new terminal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PtySpec {
-    /// Unique within the sandbox (`[A-Za-z0-9_.-]`, at most 64 bytes).
+    /// Unique within the sandbox (the host checks its shape).
     pub id: String,
     /// Program and arguments, run with the terminal as its controlling terminal.
     pub argv: Vec<String>,
@@ -32,31 +32,4 @@ pub struct PtyState {
     pub exit_code: Option<i32>,
     /// Whether a connection is attached to its stream right now.
     pub attached: bool,
-}
-
-/// Largest id a client may choose.
-pub const MAX_PTY_ID: usize = 64;
-
-/// Whether `id` is usable as a PTY id.
-pub fn is_valid_pty_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_PTY_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pty_ids() {
-        assert!(is_valid_pty_id("pty-0123456789ab"));
-        assert!(is_valid_pty_id("a.b_c-D"));
-        assert!(!is_valid_pty_id(""));
-        assert!(!is_valid_pty_id("../x"));
-        assert!(!is_valid_pty_id("a b"));
-        assert!(!is_valid_pty_id(&"x".repeat(65)));
-    }
 }

@@ -361,6 +361,12 @@ impl Runtime for NsRuntime {
     }
 
     async fn pty_open(&self, id: &SandboxId, req: PtyRequest) -> Result<PtyInfo> {
+        if !is_valid_pty_id(&req.id) {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "invalid terminal id {:?}",
+                req.id
+            )));
+        }
         let sb = self.sandbox(id)?;
         let spec = instavm_protocol::PtySpec {
             argv: req.command.argv(),

@@ -37,7 +37,7 @@ pub fn error(kind: ErrorKind, message: String, id: &str) -> RuntimeError {
         ErrorKind::NotFound => RuntimeError::PtyNotFound(id.to_owned()),
         ErrorKind::AlreadyExists => RuntimeError::AlreadyExists(format!("terminal {id:?}")),
         ErrorKind::LimitReached => RuntimeError::LimitReached(message),
-        ErrorKind::BadRequest => RuntimeError::InvalidSpec(message),
+        ErrorKind::BadRequest => RuntimeError::InvalidRequest(message),
         _ => RuntimeError::Agent(message),
     }
 }

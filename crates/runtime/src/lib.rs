@@ -60,6 +60,9 @@ pub enum RuntimeError {
     /// user: no terminal with this id in the sandbox.
     #[error("terminal {0} not found")]
     PtyNotFound(String),
+    /// user: a request the sandbox refused as malformed (a terminal program that cannot run).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// user: a per-sandbox limit (the number of terminals).
     #[error("limit reached: {0}")]
     LimitReached(String),
@@ -102,6 +105,7 @@ impl RuntimeError {
                 | RuntimeError::AlreadyExists(_)
                 | RuntimeError::PtyNotFound(_)
                 | RuntimeError::LimitReached(_)
+                | RuntimeError::InvalidRequest(_)
         )
     }
 }

@@ -87,3 +87,43 @@ pub struct PtyStream {
     pub output: mpsc::Receiver<PtyEvent>,
     pub input: mpsc::Sender<PtyInput>,
 }
+
+/// Largest id a client may choose.
+pub const MAX_PTY_ID: usize = 64;
+
+/// Whether `id` is usable as a terminal id: 1 to 64 of `[A-Za-z0-9_.-]`.
+pub fn is_valid_pty_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_PTY_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pty_ids() {
+        assert!(is_valid_pty_id("pty-0123456789ab"));
+        assert!(is_valid_pty_id("a.b_c-D"));
+        assert!(!is_valid_pty_id(""));
+        assert!(!is_valid_pty_id("../x"));
+        assert!(!is_valid_pty_id("a b"));
+        assert!(!is_valid_pty_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn commands_become_argv() {
+        assert_eq!(PtyCommand::DefaultShell.argv(), ["/bin/bash", "-il"]);
+        assert_eq!(
+            PtyCommand::Shell("/bin/sh".into()).argv(),
+            ["/bin/sh", "-il"]
+        );
+        assert_eq!(
+            PtyCommand::Command("a && b".into()).argv(),
+            ["/bin/bash", "-lc", "a && b"]
+        );
+    }
+}

@@ -147,6 +147,7 @@ impl From<RuntimeError> for ApiError {
                 ApiError::NotFound(format!("no terminal {id:?} in this VM"))
             }
             RuntimeError::LimitReached(m) => ApiError::Forbidden(m),
+            RuntimeError::InvalidRequest(m) => ApiError::BadRequest(m),
             err @ (RuntimeError::Unavailable(_)
             | RuntimeError::Agent(_)
             | RuntimeError::Io { .. }) => ApiError::Internal(format!("runtime: {err}")),

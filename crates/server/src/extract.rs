@@ -104,6 +104,23 @@ where
     }
 }
 
+/// Two path parameters, percent-decoded (an owner id and an id inside it).
+pub struct ApiPath2(pub String, pub String);
+
+impl<S> FromRequestParts<S> for ApiPath2
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath2(p.0 .0, p.0 .1))
+            .map_err(|r| ApiError::BadRequest(r.body_text()))
+    }
+}
+
 /// A multipart body.
 pub struct ApiMultipart(pub axum::extract::Multipart);
 

@@ -17,6 +17,7 @@ mod serve;
 mod sessions;
 mod sshkey;
 pub mod state;
+mod terminals;
 mod usage;
 
 pub use config::{Limits, RuntimeKind, ServerConfig};

@@ -973,3 +973,97 @@ async fn vm_views_of_sessions() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(api.get("/v1/vms", &other).await.body, json!([]));
 }
+
+/// Terminals (spec §12) over the fake runtime, whose terminals echo their input.
+#[tokio::test]
+async fn terminals_in_both_scopes() {
+    let api = api();
+    let key = api.user("pty@example.com").await;
+    let sid = api.session(&key, json!({})).await;
+    let vms = api.get("/v1/vms", &key).await;
+    let vm_id = vms.body[0]["vm_id"].as_str().unwrap().to_owned();
+
+    let base = format!("/v1/sessions/{sid}/pty/sessions");
+    let r = api
+        .post(&base, &key, json!({"cols": 100, "rows": 30}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let pty = r.body["session_id"].as_str().unwrap().to_owned();
+    assert!(pty.starts_with("pty-") && pty.len() == 16, "{pty}");
+    assert_eq!(r.body["id"], pty.as_str());
+    assert_eq!(r.body["alive"], true);
+    assert_eq!(r.body["command"], "/bin/bash -il");
+
+    // The VM scope sees the same terminal.
+    let vm_base = format!("/v1/vms/{vm_id}/pty/sessions");
+    let listed = api.get(&vm_base, &key).await;
+    assert_eq!(listed.body["sessions"][0]["session_id"], pty.as_str());
+    let r = api
+        .post(
+            &format!("{vm_base}/{pty}/resize"),
+            &key,
+            json!({"cols": 90, "rows": 20}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["cols"].clone()),
+        (StatusCode::OK, json!(90))
+    );
+    let r = api.get(&format!("{base}/{pty}"), &key).await;
+    assert_eq!(
+        (r.body["cols"].clone(), r.body["rows"].clone()),
+        (json!(90), json!(20))
+    );
+
+    // Shell vs command, client-chosen ids, and what is refused.
+    let r = api
+        .post(
+            &vm_base,
+            &key,
+            json!({"command": "make test", "id": "pty-0123456789ab"}),
+        )
+        .await;
+    assert_eq!(r.body["argv"], json!(["/bin/bash", "-lc", "make test"]));
+    let r = api
+        .post(&vm_base, &key, json!({"id": "pty-0123456789ab"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = api.post(&base, &key, json!({"shell": "/bin/zsh"})).await;
+    assert_eq!(r.body["argv"], json!(["/bin/zsh", "-il"]));
+    for bad in [
+        json!({"shell": "/bin/sh", "command": "ls"}),
+        json!({"cols": 0}),
+        json!({"rows": 5000}),
+        json!({"id": "a/b"}),
+        json!({"command": "  "}),
+    ] {
+        let r = api.post(&base, &key, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+        assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let r = api.post(&base, &key, json!({"cols": "wide"})).await;
+    assert!(r.status.is_client_error(), "{}", r.body);
+
+    // Another user cannot see or touch them; unknown terminals are 404.
+    let other = api.user("other@example.com").await;
+    assert_eq!(api.get(&base, &other).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&vm_base, &other).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = api.get(&format!("{base}/nope"), &key).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body["detail"].as_str().unwrap().contains("nope"));
+
+    let r = api
+        .call(Method::DELETE, &format!("{base}/{pty}"), Some(&key), None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].clone()),
+        (StatusCode::OK, json!("killed"))
+    );
+    assert_eq!(
+        api.get(&format!("{base}/{pty}"), &key).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -4,6 +4,7 @@ mod api_keys;
 mod exec;
 mod files;
 mod health;
+mod pty;
 mod sessions;
 mod ssh_keys;
 mod users;
@@ -73,6 +74,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/ssh-keys", get(ssh_keys::list).post(ssh_keys::add))
         .route("/v1/ssh-keys/{key_id}", axum::routing::delete(ssh_keys::delete))
+        // Terminals (spec §12), both scopes.
+        .merge(pty::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

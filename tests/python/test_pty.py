@@ -181,3 +181,19 @@ def test_official_cli_pty_on_a_real_terminal(client, cli_env):
     out, err = proc.communicate(timeout=60)
     assert b"tty-9" in out, (out, err)
     assert proc.returncode == 9, (proc.returncode, out, err)
+
+
+def test_our_cli_pty_pipes_until_the_program_exits(client, cli_env):
+    from conftest import BIN
+
+    vm_id = vm_id_of(client)
+    env = dict(cli_env, INSTAVM_API_KEY=client.api_key)
+    # The end of stdin sends ^D: the shell ends and its status is ours.
+    proc = subprocess.run([BIN, "pty", vm_id], env=env, input=b"echo ours-$((1+1))\nfalse\n", capture_output=True, timeout=60)
+    assert proc.returncode == 1, proc
+    assert b"ours-2" in proc.stdout
+    proc = subprocess.run([BIN, "pty", vm_id, "/bin/sh"], env=env, input=b"exit 5\n", capture_output=True, timeout=60)
+    assert proc.returncode == 5, proc
+    assert client.pty.list_for_vm(vm_id) == []
+    bad = subprocess.run([BIN, "pty", "vm_nope"], env=env, capture_output=True, timeout=60)
+    assert bad.returncode == 1 and b"VM not found" in bad.stderr, bad

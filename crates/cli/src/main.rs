@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod errors;
 mod output;
+mod terminal;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Deploy an app from instavm.yaml (or zero-config detection); `--plan` prints the plan offline.
     Deploy(commands::deploy::DeployArgs),
+    /// Open a terminal in a VM over the WebSocket API.
+    Pty(commands::pty::PtyArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             commands::image::run(c).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Deploy(args)) => commands::deploy::run(args),
+        Some(Command::Pty(args)) => block_on_code(commands::pty::run(args)),
     };
     match result {
         Ok(code) => code,
@@ -94,4 +98,14 @@ fn block_on(
         .enable_all()
         .build()?;
     rt.block_on(fut).map(|()| ExitCode::SUCCESS)
+}
+
+/// Like [`block_on`], for commands whose exit code is their result (a remote program's).
+fn block_on_code(
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(fut)
 }

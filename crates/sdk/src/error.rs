@@ -15,6 +15,9 @@ pub enum Error {
     /// Bad local input (base URL, missing key, unreadable file).
     #[error("{0}")]
     Invalid(String),
+    /// A terminal's WebSocket failed or was closed by the server with an error code.
+    #[error("terminal connection: {0}")]
+    Terminal(String),
     #[error("task {task_id} did not complete within {waited:?}")]
     TaskTimeout { task_id: String, waited: Duration },
 }

@@ -18,9 +18,11 @@
 //! ```
 
 mod error;
+mod pty;
 
 pub use error::Error;
 pub use instavm_api::*;
+pub use pty::{PtyConnection, PtyEvent};
 
 use base64::Engine;
 use reqwest::{Method, RequestBuilder, Response, Url};

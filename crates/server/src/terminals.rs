@@ -4,10 +4,9 @@
 use crate::error::{ApiError, ApiResult};
 use crate::sessions;
 use crate::state::AppState;
+use instavm_api::{CreatePtyRequest, PtyView};
 use instavm_runtime::{PtyCommand, PtyInfo, PtyRequest, SandboxId};
 use rand::RngCore;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// Largest terminal either way; beyond this a client is confused, not ambitious.
 const MAX_DIMENSION: u16 = 1000;
@@ -41,28 +40,6 @@ pub async fn sandbox(
     sessions::sandbox_id(&rec)
 }
 
-/// `POST .../pty/sessions` body.
-#[derive(Debug, Default, Deserialize)]
-pub struct CreatePty {
-    pub cols: Option<u16>,
-    pub rows: Option<u16>,
-    /// A shell program, run as `<shell> -il`.
-    pub shell: Option<String>,
-    /// A command line, run as `/bin/bash -lc <command>`.
-    pub command: Option<String>,
-    /// A client-chosen id (the agents integration sends `pty-<12 hex>`).
-    pub id: Option<String>,
-    /// `TERM` for the program (default `xterm-256color`).
-    pub term: Option<String>,
-}
-
-/// `.../resize` body.
-#[derive(Debug, Deserialize)]
-pub struct Resize {
-    pub cols: u16,
-    pub rows: u16,
-}
-
 pub fn check_size(cols: u16, rows: u16) -> ApiResult<()> {
     if cols == 0 || rows == 0 || cols > MAX_DIMENSION || rows > MAX_DIMENSION {
         return Err(ApiError::BadRequest(format!(
@@ -82,46 +59,44 @@ fn non_empty(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
-impl CreatePty {
-    pub fn into_request(self) -> ApiResult<PtyRequest> {
-        let (cols, rows) = (self.cols.unwrap_or(80), self.rows.unwrap_or(24));
-        check_size(cols, rows)?;
-        let command = match (
-            non_empty("shell", self.shell)?,
-            non_empty("command", self.command)?,
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::BadRequest(
-                    "send either `shell` (a program) or `command` (a command line), not both"
-                        .into(),
-                ))
-            }
-            (Some(shell), None) => PtyCommand::Shell(shell),
-            (None, Some(line)) => PtyCommand::Command(line),
-            (None, None) => PtyCommand::DefaultShell,
-        };
-        let id = match self.id {
-            Some(id) if instavm_runtime::is_valid_pty_id(&id) => id,
-            Some(id) => {
-                return Err(ApiError::BadRequest(format!(
-                    "invalid terminal id {id:?}: use 1 to {} letters, digits, `-`, `_` or `.`",
-                    instavm_runtime::MAX_PTY_ID
-                )))
-            }
-            None => generate_id(),
-        };
-        let term = non_empty("term", self.term)?.unwrap_or_else(|| DEFAULT_TERM.into());
-        if !term.bytes().all(|b| b.is_ascii_graphic()) || term.len() > 64 {
-            return Err(ApiError::BadRequest(format!("invalid `term` {term:?}")));
+/// What a create request means, checked.
+pub fn pty_request(body: CreatePtyRequest) -> ApiResult<PtyRequest> {
+    let (cols, rows) = (body.cols.unwrap_or(80), body.rows.unwrap_or(24));
+    check_size(cols, rows)?;
+    let command = match (
+        non_empty("shell", body.shell)?,
+        non_empty("command", body.command)?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "send either `shell` (a program) or `command` (a command line), not both".into(),
+            ))
         }
-        Ok(PtyRequest {
-            id,
-            command,
-            term,
-            cols,
-            rows,
-        })
+        (Some(shell), None) => PtyCommand::Shell(shell),
+        (None, Some(line)) => PtyCommand::Command(line),
+        (None, None) => PtyCommand::DefaultShell,
+    };
+    let id = match body.id {
+        Some(id) if instavm_runtime::is_valid_pty_id(&id) => id,
+        Some(id) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid terminal id {id:?}: use 1 to {} letters, digits, `-`, `_` or `.`",
+                instavm_runtime::MAX_PTY_ID
+            )))
+        }
+        None => generate_id(),
+    };
+    let term = non_empty("term", body.term)?.unwrap_or_else(|| DEFAULT_TERM.into());
+    if !term.bytes().all(|b| b.is_ascii_graphic()) || term.len() > 64 {
+        return Err(ApiError::BadRequest(format!("invalid `term` {term:?}")));
     }
+    Ok(PtyRequest {
+        id,
+        command,
+        term,
+        cols,
+        rows,
+    })
 }
 
 /// `pty-` and 12 hex digits, the shape the official clients use.
@@ -131,20 +106,19 @@ pub fn generate_id() -> String {
     format!("pty-{}", hex::encode(bytes))
 }
 
-/// A terminal as the API shows it. `session_id` is the terminal's id (what the clients read);
-/// `id` is the same, for clients that read that.
-pub fn view(p: &PtyInfo) -> Value {
-    json!({
-        "session_id": p.id,
-        "id": p.id,
-        "alive": p.alive(),
-        "exit_code": p.exit_code,
-        "command": p.argv.join(" "),
-        "argv": p.argv,
-        "pid": p.pid,
-        "cols": p.cols,
-        "rows": p.rows,
-        "attached": p.attached,
-        "created_at": p.created_at,
-    })
+/// A terminal as the API shows it.
+pub fn view(p: &PtyInfo) -> PtyView {
+    PtyView {
+        session_id: p.id.clone(),
+        id: p.id.clone(),
+        alive: p.alive(),
+        exit_code: p.exit_code,
+        command: p.argv.join(" "),
+        argv: p.argv.clone(),
+        pid: p.pid,
+        cols: p.cols,
+        rows: p.rows,
+        attached: p.attached,
+        created_at: p.created_at,
+    }
 }

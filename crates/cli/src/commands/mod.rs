@@ -5,6 +5,7 @@ pub mod auth;
 pub mod deploy;
 pub mod exec;
 pub mod image;
+pub mod pty;
 pub mod server;
 pub mod whoami;
 

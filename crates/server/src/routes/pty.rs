@@ -9,13 +9,14 @@ use crate::auth::{authenticate, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiPath2};
 use crate::state::AppState;
-use crate::terminals::{self, check_size, CreatePty, Resize, Scope};
+use crate::terminals::{self, check_size, Scope};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
+use instavm_api::{pty_close, CreatePtyRequest, PtyControl, PtyList, PtyView, ResizePtyRequest};
 use instavm_runtime::{PtyEvent, PtyInput, PtyStream, RuntimeError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -73,9 +74,9 @@ async fn create<const IN_VM: bool>(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath(owner): ApiPath,
-    ApiJson(body): ApiJson<CreatePty>,
-) -> ApiResult<Json<Value>> {
-    let req = body.into_request()?;
+    ApiJson(body): ApiJson<CreatePtyRequest>,
+) -> ApiResult<Json<PtyView>> {
+    let req = terminals::pty_request(body)?;
     let sb = terminals::sandbox(&state, user.id, scope(IN_VM), &owner).await?;
     let info = state.runtime().pty_open(&sb, req).await?;
     Ok(Json(terminals::view(&info)))
@@ -85,18 +86,19 @@ async fn list<const IN_VM: bool>(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath(owner): ApiPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PtyList>> {
     let sb = terminals::sandbox(&state, user.id, scope(IN_VM), &owner).await?;
     let ptys = state.runtime().pty_list(&sb).await?;
-    let sessions: Vec<Value> = ptys.iter().map(terminals::view).collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    Ok(Json(PtyList {
+        sessions: ptys.iter().map(terminals::view).collect(),
+    }))
 }
 
 async fn get_one<const IN_VM: bool>(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath2(owner, pty_id): ApiPath2,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PtyView>> {
     let sb = terminals::sandbox(&state, user.id, scope(IN_VM), &owner).await?;
     let info = state.runtime().pty_get(&sb, &pty_id).await?;
     Ok(Json(terminals::view(&info)))
@@ -106,8 +108,8 @@ async fn resize<const IN_VM: bool>(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath2(owner, pty_id): ApiPath2,
-    ApiJson(req): ApiJson<Resize>,
-) -> ApiResult<Json<Value>> {
+    ApiJson(req): ApiJson<ResizePtyRequest>,
+) -> ApiResult<Json<PtyView>> {
     check_size(req.cols, req.rows)?;
     let sb = terminals::sandbox(&state, user.id, scope(IN_VM), &owner).await?;
     let rt = state.runtime();
@@ -169,39 +171,40 @@ async fn open_stream(
     pty_id: &str,
     key: Option<String>,
 ) -> Result<PtyStream, (u16, String)> {
-    let key = key
-        .filter(|k| !k.trim().is_empty())
-        .ok_or((4401, "missing API key: pass it as ?api_key=".to_string()))?;
+    let key = key.filter(|k| !k.trim().is_empty()).ok_or((
+        pty_close::UNAUTHORIZED,
+        "missing API key: pass it as ?api_key=".to_string(),
+    ))?;
     let user = authenticate(state, key.trim())
         .await
-        .map_err(|e| (4401, e.to_string()))?;
+        .map_err(|e| (pty_close::UNAUTHORIZED, e.to_string()))?;
     let sb = terminals::sandbox(state, user.id, scope, owner)
         .await
         .map_err(|e| match e {
-            ApiError::NotFound(m) => (4404, m),
-            other => (4500, other.to_string()),
+            ApiError::NotFound(m) => (pty_close::NOT_FOUND, m),
+            other => (pty_close::API_ERROR, other.to_string()),
         })?;
     let attach = state.runtime().pty_attach(&sb, pty_id);
     match tokio::time::timeout(ATTACH_TIMEOUT, attach).await {
-        Err(_) => Err((4504, "timed out attaching to the terminal".into())),
+        Err(_) => Err((
+            pty_close::GUEST_TIMEOUT,
+            "timed out attaching to the terminal".into(),
+        )),
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(RuntimeError::PtyNotFound(id))) => Err((4404, format!("no terminal {id:?}"))),
+        Ok(Err(RuntimeError::PtyNotFound(id))) => {
+            Err((pty_close::NOT_FOUND, format!("no terminal {id:?}")))
+        }
         Ok(Err(RuntimeError::NotFound(_) | RuntimeError::NotRunning(_))) => {
-            Err((4404, "the VM is no longer running".into()))
+            Err((pty_close::NOT_FOUND, "the VM is no longer running".into()))
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "attaching a terminal failed");
-            Err((4502, "could not reach the guest agent".into()))
+            Err((
+                pty_close::GUEST_UNREACHABLE,
+                "could not reach the guest agent".into(),
+            ))
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Control {
-    #[serde(rename = "type")]
-    kind: String,
-    cols: Option<u16>,
-    rows: Option<u16>,
 }
 
 /// Pump both ways until the program exits, the client leaves, or the terminal is taken over.
@@ -215,12 +218,8 @@ async fn relay(socket: WebSocket, stream: PtyStream) {
         while let Some(Ok(msg)) = ws_rx.next().await {
             let item = match msg {
                 Message::Binary(bytes) => PtyInput::Data(bytes.to_vec()),
-                Message::Text(text) => match serde_json::from_str::<Control>(&text) {
-                    Ok(Control {
-                        kind,
-                        cols: Some(cols),
-                        rows: Some(rows),
-                    }) if kind == "resize" && check_size(cols, rows).is_ok() => {
+                Message::Text(text) => match serde_json::from_str::<PtyControl>(&text) {
+                    Ok(PtyControl::Resize { cols, rows }) if check_size(cols, rows).is_ok() => {
                         PtyInput::Resize { cols, rows }
                     }
                     _ => continue, // unknown control messages are ignored, like the client does
@@ -243,7 +242,8 @@ async fn relay(socket: WebSocket, stream: PtyStream) {
                 }
             }
             PtyEvent::Exit(code) => {
-                let exit = json!({ "type": "exit", "exit_code": code }).to_string();
+                let exit = PtyControl::Exit { exit_code: code };
+                let exit = serde_json::to_string(&exit).unwrap_or_default();
                 let _ = ws_tx.send(Message::Text(exit.into())).await;
                 end = close(1000, "exited");
                 break;

@@ -208,10 +208,21 @@ fn pump(pty: &Pty, waiter: &reaper::Waiter) {
             break;
         };
         if ready[0] {
-            match sys::read_nb(&pty.master, &mut buf) {
-                Ok(Some(0)) | Err(_) => master_open = false, // EIO: every slave end closed
-                Ok(Some(n)) => pty.deliver(&buf[..n]),
-                Ok(None) => {}
+            // A terminal hands out at most a few KiB per read: gather what is there into one
+            // frame, so a fast producer costs one message per 64 KiB, not per 4 KiB.
+            let mut filled = 0;
+            while filled < buf.len() {
+                match sys::read_nb(&pty.master, &mut buf[filled..]) {
+                    Ok(Some(0)) | Err(_) => {
+                        master_open = false; // EIO: every slave end closed
+                        break;
+                    }
+                    Ok(Some(n)) => filled += n,
+                    Ok(None) => break,
+                }
+            }
+            if filled > 0 {
+                pty.deliver(&buf[..filled]);
             }
         }
         if waiter.has_exited() {

@@ -61,6 +61,16 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest `/upload` body.
     pub max_upload_bytes: usize,
+    /// Executions running at once (sync and async) per session and per user. Together with
+    /// the runtime's per-stream output cap this bounds the output the server holds per user.
+    pub max_concurrent_execs_per_session: usize,
+    pub max_concurrent_execs_per_user: usize,
+    /// Uploads and downloads in flight at once per user.
+    pub max_concurrent_transfers_per_user: usize,
+    /// Bytes of uploads a user may have spooled on the server's disk at once.
+    pub max_spool_bytes_per_user: u64,
+    /// Largest file `/download` sends (the base64 document is 4/3 of it).
+    pub max_download_bytes: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +91,11 @@ impl Default for Limits {
             max_exec_timeout_seconds: 86_400,
             max_body_bytes: 64 << 20,
             max_upload_bytes: 1 << 30,
+            max_concurrent_execs_per_session: 4,
+            max_concurrent_execs_per_user: 8,
+            max_concurrent_transfers_per_user: 4,
+            max_spool_bytes_per_user: 1 << 30,
+            max_download_bytes: 1 << 30,
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod error;
 mod exec;
 mod extract;
+mod gate;
+mod json_body;
 pub mod lifecycle;
 mod routes;
 mod serve;

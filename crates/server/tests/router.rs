@@ -36,6 +36,12 @@ fn scripted(_id: &SandboxId, req: &ExecRequest) -> ExecOutput {
         out.timed_out = true;
     } else if let Some(text) = code.strip_prefix("err ") {
         out.stderr = text.to_owned();
+    } else if let Some(ms) = code.strip_prefix("sleep ") {
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
+    } else if let Some(n) = code.strip_prefix("noisy ") {
+        let n: usize = n.parse().unwrap();
+        out.stdout = "\u{1}\"é".repeat(n);
+        out.stderr = "\\\u{0}".repeat(n);
     } else if code == "lang" {
         out.stdout = match req.language {
             Language::Python => "python".into(),
@@ -418,6 +424,87 @@ async fn execute() {
     lifecycle::sweep(&api.state).await.unwrap();
     let r = api.get(&format!("/v1/sessions/usage/{sid}"), &key).await;
     assert_eq!(r.body["execution_count"], 4);
+}
+
+/// Issue 8, finding 3: the answer is escaped while it streams; it must still be exactly the
+/// JSON document, control bytes, quotes and multi-byte characters included.
+#[tokio::test]
+async fn execute_streams_exact_json_for_noisy_output() {
+    let api = api();
+    let key = api.user("a@example.com").await;
+    let sid = api.session(&key, json!({})).await;
+    let r = api.exec(&key, &sid, "noisy 100000").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let stdout = "\u{1}\"é".repeat(100_000);
+    assert_eq!(r.body["stdout"], stdout.as_str());
+    assert_eq!(r.body["output"], stdout.as_str());
+    assert_eq!(r.body["stderr"], "\\\u{0}".repeat(100_000).as_str());
+    assert_eq!(r.body["exit_code"], 0);
+    assert_eq!(r.body["language"], "python");
+
+    let r = api
+        .post(
+            "/execute_async",
+            &key,
+            json!({"command": "noisy 1000", "session_id": sid}),
+        )
+        .await;
+    let task = r.body["task_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = api.get(&format!("/v1/executions/{task}"), &key).await;
+        if r.body["is_complete"] == true {
+            assert_eq!(r.body["serialized_stdout"], "\u{1}\"é".repeat(1000).as_str());
+            assert_eq!(r.body["serialized_stderr"], "\\\u{0}".repeat(1000).as_str());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "task did not complete");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 8, finding 3: executions running at once are limited per session and per user; over
+/// the limit is a 429 with a JSON detail (the official SDK raises `RateLimitError(detail)`),
+/// and places come back when executions end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_executions_are_limited_per_session_and_user() {
+    let api = Arc::new(api_with(
+        Limits {
+            max_concurrent_execs_per_session: 1,
+            max_concurrent_execs_per_user: 2,
+            ..Limits::default()
+        },
+        true,
+    ));
+    let key = api.user("a@example.com").await;
+    let s1 = api.session(&key, json!({})).await;
+    let s2 = api.session(&key, json!({})).await;
+    let s3 = api.session(&key, json!({})).await;
+    let slow = |sid: String| {
+        let (api, key) = (api.clone(), key.clone());
+        tokio::spawn(async move { api.exec(&key, &sid, "sleep 1500").await.status })
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+    let a = slow(s1.clone());
+    pause().await;
+    let r = api.exec(&key, &s1, "echo busy").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "too many concurrent executions: at most 1 at a time per session; wait for one to finish"
+    );
+    let c = slow(s2.clone());
+    pause().await;
+    let r = api.exec(&key, &s3, "echo busy").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body["detail"].as_str().unwrap().contains("at most 2 at a time per user"));
+    // Another user is not affected.
+    let other = api.user("b@example.com").await;
+    let so = api.session(&other, json!({})).await;
+    assert_eq!(api.exec(&other, &so, "echo hi").await.status, StatusCode::OK);
+    assert_eq!(a.await.unwrap(), StatusCode::OK);
+    assert_eq!(c.await.unwrap(), StatusCode::OK);
+    assert_eq!(api.exec(&key, &s1, "echo again").await.body["stdout"], "again\n");
 }
 
 #[tokio::test]

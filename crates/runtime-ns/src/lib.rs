@@ -352,6 +352,13 @@ impl Runtime for NsRuntime {
         blocking(move || inner.set_expiry(&sb, expires_at)).await
     }
 
+    fn capacity(&self) -> HostCapacity {
+        HostCapacity {
+            disk_mb: self.inner.layers.capacity_bytes().map(|b| b >> 20),
+            ..HostCapacity::of_this_host()
+        }
+    }
+
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         sandbox::destroy(&self.inner, id, ExitReason::Destroyed).await
     }

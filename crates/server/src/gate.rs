@@ -51,7 +51,11 @@ impl Gate {
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        let mut map = self.gate.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .gate
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for key in &self.keys {
             if let Some(n) = map.get_mut(key) {
                 *n -= 1;

@@ -44,7 +44,9 @@ pub fn object_with_texts<T: Serialize>(
         }
     }
     let close = if pieces.is_empty() { "{}" } else { "}" };
-    pieces.push(Box::new(std::iter::once(Bytes::from_static(close.as_bytes()))));
+    pieces.push(Box::new(std::iter::once(Bytes::from_static(
+        close.as_bytes(),
+    ))));
     let chunks = pieces.into_iter().flatten().map(move |chunk| {
         let _held = &held;
         Ok::<Bytes, Infallible>(chunk)
@@ -105,8 +107,7 @@ mod tests {
             note: None,
         };
         let response =
-            object_with_texts(&doc, vec![("stdout", text.clone()), ("output", text)], ())
-                .unwrap();
+            object_with_texts(&doc, vec![("stdout", text.clone()), ("output", text)], ()).unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let want = serde_json::json!({"stdout": big, "code": 3, "output": big, "note": null});

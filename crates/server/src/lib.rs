@@ -6,6 +6,7 @@
 //! [`Runtime`]: instavm_runtime::Runtime
 //! [`Store`]: instavm_store::Store
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -21,7 +22,7 @@ mod sshkey;
 pub mod state;
 mod usage;
 
-pub use config::{Limits, RuntimeKind, ServerConfig};
+pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use routes::app;
 pub use serve::{ns_config, purge, run, ServeError};
 pub use state::{AppState, Readiness};

@@ -1,5 +1,6 @@
 //! Shared state of the server: store, runtime, limits, readiness and usage counters.
 
+use crate::admission::Admission;
 use crate::auth::hashes_equal;
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -21,6 +22,7 @@ struct Shared {
     store: Store,
     runtime: Arc<dyn Runtime>,
     limits: Limits,
+    admission: Admission,
     admin: AdminIdentity,
     readiness: watch::Sender<Readiness>,
     usage: Mutex<HashMap<String, UsageCounters>>,
@@ -61,11 +63,13 @@ impl AppState {
         spool_dir: PathBuf,
     ) -> Result<AppState, StoreError> {
         let user = store.ensure_admin_user(ADMIN_EMAIL, chrono::Utc::now())?;
+        let admission = Admission::new(&limits.admission, runtime.capacity());
         Ok(AppState {
             inner: Arc::new(Shared {
                 store,
                 runtime,
                 limits,
+                admission,
                 admin: AdminIdentity {
                     key_hash: crate::auth::hash_key(admin_key),
                     user,
@@ -93,6 +97,10 @@ impl AppState {
 
     pub fn spool_dir(&self) -> &PathBuf {
         &self.inner.spool_dir
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
     }
 
     pub fn gate(&self) -> &Arc<Gate> {

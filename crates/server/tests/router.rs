@@ -7,7 +7,7 @@ use base64::Engine;
 use http_body_util::BodyExt;
 use instavm_runtime::fake::FakeRuntime;
 use instavm_runtime::{ExecOutput, ExecRequest, Language, Runtime, SandboxId, TIMEOUT_EXIT_CODE};
-use instavm_server::{app, lifecycle, AppState, Limits, Readiness};
+use instavm_server::{app, lifecycle, AdmissionLimits, AppState, Limits, Readiness};
 use instavm_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -159,6 +159,13 @@ impl Api {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body["api_key"].as_str().unwrap().to_owned()
+    }
+
+    async fn try_session(&self, key: &str, body: Value) -> Reply {
+        let mut body = body;
+        body["api_key"] = json!(key);
+        self.call(Method::POST, "/v1/sessions/session", None, Some(body))
+            .await
     }
 
     async fn session(&self, key: &str, body: Value) -> String {
@@ -341,6 +348,95 @@ async fn session_start_validates_input_and_limits() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+/// Issue 8, admission: a sandbox must fit in the sums of memory, vCPUs and disk of the user's
+/// and the host's live sandboxes; each refusal is a 403 naming the sum (spec §6.1 style).
+#[tokio::test]
+async fn admission_refuses_what_the_user_or_host_cannot_hold() {
+    let with = |admission: AdmissionLimits| {
+        api_with(
+            Limits {
+                admission,
+                ..Limits::default()
+            },
+            true,
+        )
+    };
+
+    // A sandbox never gets more vCPUs than the host has CPUs.
+    let api = with(AdmissionLimits::default());
+    let key = api.user("a@example.com").await;
+    let cpus = std::thread::available_parallelism().unwrap().get().min(8);
+    let r = api.try_session(&key, json!({"vcpu_count": cpus + 1})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["detail"], format!("vcpu count cannot exceed {cpus}"));
+    api.session(&key, json!({"vcpu_count": cpus})).await;
+
+    // Per user: memory and vCPUs; killing a session frees its share.
+    let api = with(AdmissionLimits {
+        user_memory_mb: 1024,
+        user_vcpus: 2,
+        ..AdmissionLimits::default()
+    });
+    let key = api.user("a@example.com").await;
+    let first = api.session(&key, json!({"memory_mb": 512})).await;
+    api.session(&key, json!({"memory_mb": 512})).await;
+    let r = api.try_session(&key, json!({"memory_mb": 128})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "memory limit reached: at most 1024 MB across a user's live sandboxes (1024 MB in use, \
+         128 MB asked); kill a session or wait for one to expire"
+    );
+    let other = api.user("b@example.com").await;
+    api.session(&other, json!({"memory_mb": 1024})).await;
+    let r = api.post("/kill", &key, json!({"session_id": first})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    if cpus >= 2 {
+        let r = api
+            .try_session(&key, json!({"memory_mb": 256, "vcpu_count": 2}))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("vCPU limit reached: at most 2 vCPUs"),
+            "{detail}"
+        );
+    }
+    api.session(&key, json!({"memory_mb": 256})).await;
+
+    // Per user: disk (every session gets the default 2048 MB quota).
+    let api = with(AdmissionLimits {
+        user_disk_mb: 3000,
+        ..AdmissionLimits::default()
+    });
+    let key = api.user("a@example.com").await;
+    api.session(&key, json!({})).await;
+    let r = api.try_session(&key, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("disk limit reached: at most 3000 MB"),
+        "{detail}"
+    );
+
+    // Per host: the sum over every user's sandboxes.
+    let api = with(AdmissionLimits {
+        host_memory_mb: Some(1536),
+        ..AdmissionLimits::default()
+    });
+    let a = api.user("a@example.com").await;
+    let b = api.user("b@example.com").await;
+    api.session(&a, json!({"memory_mb": 1024})).await;
+    api.session(&b, json!({"memory_mb": 512})).await;
+    let r = api.try_session(&b, json!({"memory_mb": 128})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "host memory capacity reached: this host holds at most 1536 MB across all sandboxes \
+         (1536 MB in use, 128 MB asked); retry when sandboxes end"
+    );
+}
+
 #[tokio::test]
 async fn active_session_limit_is_a_403() {
     let limits = Limits {
@@ -454,11 +550,17 @@ async fn execute_streams_exact_json_for_noisy_output() {
     loop {
         let r = api.get(&format!("/v1/executions/{task}"), &key).await;
         if r.body["is_complete"] == true {
-            assert_eq!(r.body["serialized_stdout"], "\u{1}\"é".repeat(1000).as_str());
+            assert_eq!(
+                r.body["serialized_stdout"],
+                "\u{1}\"é".repeat(1000).as_str()
+            );
             assert_eq!(r.body["serialized_stderr"], "\\\u{0}".repeat(1000).as_str());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "task did not complete");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task did not complete"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -497,14 +599,23 @@ async fn concurrent_executions_are_limited_per_session_and_user() {
     pause().await;
     let r = api.exec(&key, &s3, "echo busy").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
-    assert!(r.body["detail"].as_str().unwrap().contains("at most 2 at a time per user"));
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("at most 2 at a time per user"));
     // Another user is not affected.
     let other = api.user("b@example.com").await;
     let so = api.session(&other, json!({})).await;
-    assert_eq!(api.exec(&other, &so, "echo hi").await.status, StatusCode::OK);
+    assert_eq!(
+        api.exec(&other, &so, "echo hi").await.status,
+        StatusCode::OK
+    );
     assert_eq!(a.await.unwrap(), StatusCode::OK);
     assert_eq!(c.await.unwrap(), StatusCode::OK);
-    assert_eq!(api.exec(&key, &s1, "echo again").await.body["stdout"], "again\n");
+    assert_eq!(
+        api.exec(&key, &s1, "echo again").await.body["stdout"],
+        "again\n"
+    );
 }
 
 #[tokio::test]

@@ -711,7 +711,7 @@ async fn async_tasks_complete_and_are_stored() {
     assert_eq!(r.body["status"], "pending");
     let task = r.body["task_id"].as_str().unwrap().to_owned();
     let mut record = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..500 {
         record = api.get(&format!("/v1/executions/{task}"), &key).await.body;
         if record["is_complete"] == true {
             break;
@@ -785,10 +785,10 @@ async fn upload_and_download_binary_files() {
     assert_eq!(r.body["remote_path"], "/data/deep/blob.bin");
     assert_eq!(r.body["size"], data.len());
 
-    // File first: spooled until the target is known.
+    // File before `remote_path`: spooled until the target is known.
     let (ctype, body) = multipart(&[
-        ("file", Some("x"), b"\x00\x01\x02"),
         ("session_id", None, sid.as_bytes()),
+        ("file", Some("x"), b"\x00\x01\x02"),
         ("remote_path", None, b"rel.bin"),
     ]);
     let r = api.raw_post("/upload", &key, &ctype, body).await;
@@ -848,6 +848,104 @@ async fn upload_and_download_binary_files() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = api.raw_post("/upload", &key, "text/plain", "garbage").await;
     assert!(r.status.is_client_error());
+}
+
+/// Issue 8, finding 6: the session is checked before any upload byte is spooled, spooled bytes
+/// are capped per user, and downloads are capped (a huge sparse file is refused up front).
+#[tokio::test]
+async fn upload_spool_and_download_limits() {
+    let spool = std::env::temp_dir().join(format!("instavm-router-spool-{}", std::process::id()));
+    let store = Store::open_in_memory().unwrap();
+    let runtime: Arc<dyn Runtime> = Arc::new(FakeRuntime::with_exec_handler(scripted));
+    let limits = Limits {
+        max_spool_bytes_per_user: 100_000,
+        max_download_bytes: 100_000,
+        ..Limits::default()
+    };
+    let state = AppState::new(store, runtime, limits, ADMIN_KEY, spool.clone()).unwrap();
+    state.set_readiness(Readiness::Ready);
+    let api = Api {
+        app: app(state.clone()),
+        state,
+        store: Store::open_in_memory().unwrap(),
+    };
+    let key = api.user("a@example.com").await;
+    let sid = api.session(&key, json!({})).await;
+    let other = api.user("b@example.com").await;
+    let spooled_files = || std::fs::read_dir(&spool).map_or(0, |d| d.count());
+    let big = vec![7u8; 200_000];
+
+    // Another user's session: 404 before anything is spooled, as for an unknown one.
+    let (ctype, body) = multipart(&[
+        ("session_id", None, sid.as_bytes()),
+        ("file", Some("x"), &big),
+        ("remote_path", None, b"/app/x"),
+    ]);
+    let r = api.raw_post("/upload", &other, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(r.body["detail"], "session not found");
+    assert_eq!(spooled_files(), 0);
+    // A file before `session_id` is refused before any byte is read.
+    let (ctype, body) = multipart(&[
+        ("file", Some("x"), &big),
+        ("session_id", None, sid.as_bytes()),
+    ]);
+    let r = api.raw_post("/upload", &key, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("`session_id` must come before `file`"));
+    // Over the user's spool allowance: 413, and the spool file is gone.
+    let (ctype, body) = multipart(&[
+        ("session_id", None, sid.as_bytes()),
+        ("file", Some("x"), &big),
+        ("remote_path", None, b"/app/x"),
+    ]);
+    let r = api.raw_post("/upload", &key, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("upload spool limit reached: at most 100000 bytes"));
+    assert_eq!(spooled_files(), 0);
+    // Streamed uploads (`remote_path` first) are not spooled, so the allowance does not apply.
+    let (ctype, body) = multipart(&[
+        ("session_id", None, sid.as_bytes()),
+        ("remote_path", None, b"/app/big.bin"),
+        ("file", Some("x"), &big),
+    ]);
+    let r = api.raw_post("/upload", &key, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Within the allowance, spooling works (and gives its bytes back).
+    for _ in 0..3 {
+        let (ctype, body) = multipart(&[
+            ("session_id", None, sid.as_bytes()),
+            ("file", Some("x"), &big[..60_000]),
+            ("remote_path", None, b"/app/small.bin"),
+        ]);
+        let r = api.raw_post("/upload", &key, &ctype, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
+    let download = |name: &str| {
+        let body = format!("filename={name}&session_id={sid}");
+        let (api, key) = (&api, key.clone());
+        async move {
+            api.raw_post("/download", &key, "application/x-www-form-urlencoded", body)
+                .await
+        }
+    };
+    let r = download("/app/big.bin").await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "/app/big.bin is 200000 bytes; downloads are limited to 100000 bytes"
+    );
+    let r = download("/app/small.bin").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["size"], 60_000);
+    let _ = std::fs::remove_dir_all(&spool);
 }
 
 #[tokio::test]

@@ -83,15 +83,18 @@ pub struct ExecOutput {
 
 impl ExecOutput {
     /// Send the header, then stdout and stderr as data frames, each ended by an end frame.
+    /// Frames are gathered into writes of up to two chunks, so a small answer is one write
+    /// and the host wakes up once for it.
     pub fn send(&self, conn: &mut impl Write) -> io::Result<()> {
-        write_json(conn, &Response::ExecResult(self.result.clone()))?;
+        let mut out = io::BufWriter::with_capacity(2 * CHUNK, conn);
+        write_json(&mut out, &Response::ExecResult(self.result.clone()))?;
         for stream in [&self.stdout, &self.stderr] {
             for chunk in stream.chunks(CHUNK) {
-                write_frame(conn, FrameKind::Data, chunk)?;
+                write_frame(&mut out, FrameKind::Data, chunk)?;
             }
-            write_frame(conn, FrameKind::End, &[])?;
+            write_frame(&mut out, FrameKind::End, &[])?;
         }
-        Ok(())
+        out.flush()
     }
 }
 

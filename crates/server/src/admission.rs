@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use instavm_runtime::{HostCapacity, SandboxInfo, SandboxSpec, SandboxState};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What one sandbox holds, or a sum of them.
@@ -53,7 +54,7 @@ pub struct Admission {
     user: Resources,
     host_cpus: u32,
     pending: Arc<Mutex<HashMap<u64, (i64, Resources)>>>,
-    next: Mutex<u64>,
+    next_id: AtomicU64,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
@@ -91,7 +92,7 @@ impl Admission {
             },
             host_cpus: capacity.cpus.max(1),
             pending: Arc::default(),
-            next: Mutex::new(0),
+            next_id: AtomicU64::new(0),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
@@ -114,11 +115,7 @@ impl Admission {
     }
 
     fn reserve(&self, user_id: i64, want: Resources) -> Reservation {
-        let id = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            *next += 1;
-            *next
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.insert(id, (user_id, want));
         Reservation {

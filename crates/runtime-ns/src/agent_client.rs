@@ -266,3 +266,54 @@ impl AsyncRead for ChannelReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use instavm_protocol::write_frame;
+
+    /// Frames as a (possibly hostile) agent would send them.
+    fn frames(parts: &[(FrameKind, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (kind, payload) in parts {
+            write_frame(&mut buf, *kind, payload).unwrap();
+        }
+        buf
+    }
+
+    async fn read_from(bytes: Vec<u8>, len: u64, max: u64) -> Result<Vec<u8>, RuntimeError> {
+        let (mut agent, mut host) = UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = agent.write_all(&bytes).await;
+        });
+        read_stream(&mut host, len, max).await
+    }
+
+    #[tokio::test]
+    async fn output_streams_must_match_their_announced_size() {
+        use FrameKind::{Data, End};
+        let ok = frames(&[(Data, b"ab"), (Data, b"c"), (End, b"")]);
+        assert_eq!(read_from(ok, 3, 10).await.unwrap(), b"abc");
+        let empty = frames(&[(End, b"")]);
+        assert!(read_from(empty, 0, 10).await.unwrap().is_empty());
+        // More than announced, less than announced, over the cap, a JSON frame mid-stream.
+        for (bytes, len) in [
+            (frames(&[(Data, b"abcd"), (End, b"")]), 3),
+            (frames(&[(Data, b"ab"), (End, b"")]), 3),
+            (frames(&[(Data, b"abc"), (End, b"")]), 11),
+            (frames(&[(FrameKind::Json, b"{}"), (End, b"")]), 2),
+        ] {
+            assert!(matches!(
+                read_from(bytes, len, 10).await,
+                Err(RuntimeError::Agent(_))
+            ));
+        }
+        // A data frame over a chunk is refused before its payload is read.
+        let mut huge = instavm_protocol::encode_header(Data, CHUNK + 1)
+            .unwrap()
+            .to_vec();
+        huge.extend_from_slice(&[0; 16]);
+        assert!(read_from(huge, 5, 10 << 20).await.is_err());
+    }
+}

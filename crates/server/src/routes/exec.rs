@@ -108,16 +108,24 @@ pub async fn get_execution(
         return Err(not_found());
     }
     let user_id = user.id;
+    // A stored output can be tens of MB: a user's reads of results in memory at once are
+    // limited like their executions. Extra reads wait rather than fail, because the official
+    // client's poll loop stops at a 429.
+    let limit = state.limits().max_concurrent_execs_per_user;
+    let pass = state
+        .gate()
+        .enter(&[(format!("task-read-user:{user_id}"), limit)])
+        .await;
     let row = state
         .db(move |s| s.get_user_execution(user_id, &task_id))
         .await?
         .ok_or_else(not_found)?;
-    // Streamed like `/execute`: a stored output can be tens of MB before escaping.
+    // Streamed like `/execute`, holding the place until it is sent.
     let mut rec = record(row);
     let stdout = Arc::new(std::mem::take(&mut rec.serialized_stdout));
     let stderr = Arc::new(std::mem::take(&mut rec.serialized_stderr));
     let texts = vec![("serialized_stdout", stdout), ("serialized_stderr", stderr)];
-    json_body::object_with_texts(&rec, texts, ()).map_err(ApiError::internal)
+    json_body::object_with_texts(&rec, texts, pass).map_err(ApiError::internal)
 }
 
 fn record(row: ExecutionRow) -> ExecutionRecord {

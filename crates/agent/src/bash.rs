@@ -1,14 +1,14 @@
 //! `bash -c` executions: one fresh process group each, killed as a group at the timeout.
 
-use crate::output::{exec_result, ms_until, Capture};
+use crate::output::{exec_result, ms_until, Capture, ExecOutput};
 use crate::{env, reaper, sys};
-use instavm_protocol::{ExecResult, ExecSpec};
+use instavm_protocol::ExecSpec;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn run(spec: &ExecSpec) -> std::io::Result<ExecResult> {
+pub fn run(spec: &ExecSpec) -> std::io::Result<ExecOutput> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(spec.timeout_ms);
     let (out_r, out_w) = sys::pipe()?;
@@ -79,7 +79,7 @@ pub fn run(spec: &ExecSpec) -> std::io::Result<ExecResult> {
         spec,
         started,
         out,
-        err.into_string("stderr"),
+        err.into_bytes("stderr"),
         exited.as_ref().map_or(1, |e| e.exit_code()),
         exited.map_or(0.0, |e| e.cpu_seconds),
         timed_out.then_some("killed"),

@@ -120,7 +120,7 @@ fn handle(conn: &mut UnixStream, request: Request) -> io::Result<()> {
                 Lang::Bash => bash::run(&spec),
             };
             match result {
-                Ok(r) => Response::ExecResult(r),
+                Ok(output) => return output.send(conn),
                 Err(e) => files::error(ErrorKind::Other, format!("execution failed: {e}")),
             }
         }

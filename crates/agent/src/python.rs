@@ -2,10 +2,10 @@
 //! execution does not pay for interpreter start-up, fed one cell at a time, interrupted with
 //! SIGINT at a timeout (state kept) and restarted only when it will not stop or has died.
 
-use crate::output::{exec_result, ms_until, Capture};
+use crate::output::{exec_result, ms_until, Capture, ExecOutput};
 use crate::reaper::{self, Waiter};
 use crate::{env, sys};
-use instavm_protocol::{ExecResult, ExecSpec};
+use instavm_protocol::ExecSpec;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -192,7 +192,7 @@ fn kill(k: &Kernel) {
 }
 
 /// Run one cell.
-pub fn run(spec: &ExecSpec) -> io::Result<ExecResult> {
+pub fn run(spec: &ExecSpec) -> io::Result<ExecOutput> {
     let started = Instant::now();
     let mut guard = lock();
     if guard.as_ref().is_none_or(|k| k.waiter.has_exited()) {
@@ -207,7 +207,7 @@ pub fn run(spec: &ExecSpec) -> io::Result<ExecResult> {
         let _ = err.drain(&k.err);
         kill(k);
         *guard = None;
-        let said = err.into_string("stderr");
+        let said = String::from_utf8_lossy(&err.into_bytes("stderr")).into_owned();
         return Err(io::Error::new(
             e.kind(),
             format!("python did not start: {e}: {}", said.trim()),
@@ -278,21 +278,24 @@ pub fn run(spec: &ExecSpec) -> io::Result<ExecResult> {
     }
 
     let timed_out = interrupted_at.is_some();
-    let mut stderr = err.into_string("stderr");
+    let mut stderr = err.into_bytes("stderr");
     let (exit_code, cpu_time) = if let Some(a) = answer {
         parse_answer(&a)
     } else {
         // No answer: it died or we killed it. Report how it ended; start afresh next time.
         let status = wait_exit(&k.waiter);
         *guard = None;
-        stderr.push_str(&format!(
-            "\n[instavm: the Python interpreter {}; its state was reset]\n",
-            if timed_out {
-                "did not stop at the timeout and was killed"
-            } else {
-                "exited"
-            }
-        ));
+        stderr.extend_from_slice(
+            format!(
+                "\n[instavm: the Python interpreter {}; its state was reset]\n",
+                if timed_out {
+                    "did not stop at the timeout and was killed"
+                } else {
+                    "exited"
+                }
+            )
+            .as_bytes(),
+        );
         (
             status.as_ref().map_or(137, |e| e.exit_code()),
             status.map_or(0.0, |e| e.cpu_seconds),
@@ -353,10 +356,10 @@ pub fn apply_env(vars: Vec<(String, String)>) -> io::Result<()> {
         max_output: 64 << 10,
     };
     let r = run(&spec)?;
-    if r.exit_code != 0 {
+    if r.result.exit_code != 0 {
         return Err(io::Error::other(format!(
             "setting the environment failed: {}",
-            r.stderr
+            String::from_utf8_lossy(&r.stderr)
         )));
     }
     Ok(())

@@ -686,3 +686,179 @@ fn e2e_download_is_json_with_base64() {
         assert_eq!(bytes, [1, 2, 3, 250]);
     });
 }
+
+/// Issue 8, findings 3 and 4: three sandboxes print 20 MB of `\x01` at once (six bytes each
+/// once escaped in JSON) and the server's memory stays bounded; 100 MB of `"` and `\x01` from a
+/// 256 MiB sandbox is truncated and the session lives on. Executions running at once per
+/// session are limited with a 429.
+#[tokio::test]
+async fn e2e_noisy_output_is_bounded_and_sessions_survive() {
+    let server = TestServer::start();
+    let (client, key) = server.user("a@example.com").await;
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        sids.push(session(&client).await);
+    }
+    let before = server.rss().0;
+    let http = reqwest::Client::new();
+    let noisy = sids.iter().map(|sid| {
+        let (http, url, key) = (http.clone(), format!("{}/execute", server.base_url), key.clone());
+        let body = json!({"command": "import sys; sys.stdout.write('\\x01' * 20_000_000)", "session_id": sid});
+        async move {
+            // Read the answer as it streams, without holding it.
+            let mut res = http.post(url).header("x-api-key", key).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let mut n = 0usize;
+            while let Some(chunk) = res.chunk().await.unwrap() {
+                n += chunk.len();
+            }
+            n
+        }
+    });
+    let sizes = futures::future::join_all(noisy).await;
+    let (_, peak) = server.rss();
+    eprintln!(
+        "server RSS: {} MiB before, {} MiB peak",
+        before >> 20,
+        peak >> 20
+    );
+    for n in sizes {
+        // `stdout` and `output`, each 20 MB of `\u0001`.
+        assert!(n > 240_000_000, "{n}");
+    }
+    assert!(peak < 200 << 20, "server peak RSS {} MiB", peak >> 20);
+
+    // A 256 MiB sandbox printing 100 MB on each stream keeps 32 MiB of each and lives on.
+    let sid = client
+        .start_session(&StartSessionRequest {
+            memory_mb: Some(256),
+            ..StartSessionRequest::default()
+        })
+        .await
+        .unwrap()
+        .session_id;
+    assert_eq!(py(&client, &sid, "kept = 1").await.exit_code, 0);
+    let out = bash(
+        &client,
+        &sid,
+        "head -c 100000000 /dev/zero | tr '\\0' '\"'; head -c 100000000 /dev/zero | tr '\\0' '\\001' >&2",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0);
+    let dropped = 100_000_000 - (32 << 20);
+    assert!(out.stdout.ends_with(&format!(
+        "[instavm: stdout truncated, {dropped} bytes dropped]\n"
+    )));
+    assert!(out.stderr.ends_with(&format!(
+        "[instavm: stderr truncated, {dropped} bytes dropped]\n"
+    )));
+    assert_eq!(py(&client, &sid, "print(kept)").await.stdout, "1\n");
+
+    // At most 4 executions at once per session: a fifth is a 429 with a JSON detail.
+    let sleep = req(&sid, None, "import time; time.sleep(0.5)");
+    let slow = (0..5).map(|_| client.execute(&sleep));
+    let results = futures::future::join_all(slow).await;
+    let refused: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let detail = refused[0].to_string();
+    assert!(
+        detail
+            .contains("HTTP 429: too many concurrent executions: at most 4 at a time per session"),
+        "{detail}"
+    );
+}
+
+/// Issue 8, admission: vCPUs above the host's CPUs and sums over a user's limit are 403s with
+/// the limit in the detail (the flags set the sums).
+#[tokio::test]
+async fn e2e_admission_limits_are_403s() {
+    let server = TestServer::start_with(&["--user-memory-mb", "1024"]);
+    let (client, _) = server.user("a@example.com").await;
+    let cpus = std::thread::available_parallelism().unwrap().get().min(8) as u32;
+    let start = |memory_mb: u32, vcpu_count: u32| {
+        let client = &client;
+        async move {
+            let req = StartSessionRequest {
+                memory_mb: Some(memory_mb),
+                vcpu_count: Some(vcpu_count),
+                ..StartSessionRequest::default()
+            };
+            client.start_session(&req).await
+        }
+    };
+    let err = start(512, cpus + 1).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("HTTP 403: vcpu count cannot exceed {cpus}")
+    );
+    start(512, 1).await.unwrap();
+    start(512, 1).await.unwrap();
+    let err = start(128, 1).await.unwrap_err();
+    assert_eq!(status_of_ref(&err), 403);
+    assert!(
+        err.to_string()
+            .contains("memory limit reached: at most 1024 MB across a user's live sandboxes"),
+        "{err}"
+    );
+}
+
+fn status_of_ref(err: &Error) -> u16 {
+    err.status()
+        .unwrap_or_else(|| panic!("expected an HTTP error, got {err}"))
+}
+
+/// Issue 8, finding 6: an upload for someone else's session spools nothing; a download of a
+/// 1 TB sparse file is refused at once with a 413.
+#[tokio::test]
+async fn e2e_upload_ownership_and_download_limits() {
+    let server = TestServer::start();
+    let (client, key) = server.user("a@example.com").await;
+    let (_, other_key) = server.user("b@example.com").await;
+    let sid = session(&client).await;
+    let http = reqwest::Client::new();
+    let upload = |key: String, form: reqwest::multipart::Form| {
+        http.post(format!("{}/upload", server.base_url))
+            .header("x-api-key", key)
+            .multipart(form)
+            .send()
+    };
+    let part = || reqwest::multipart::Part::bytes(vec![9u8; 8 << 20]).file_name("x");
+    // `remote_path` after the file, so it would be spooled: checked first, 404.
+    let form = reqwest::multipart::Form::new()
+        .text("session_id", sid.clone())
+        .part("file", part())
+        .text("remote_path", "/app/x");
+    let res = upload(other_key, form).await.unwrap();
+    assert_eq!(res.status(), 404);
+    let spool = server.data_dir().join("spool");
+    assert_eq!(std::fs::read_dir(&spool).map_or(0, |d| d.count()), 0);
+    // The owner may spool it.
+    let form = reqwest::multipart::Form::new()
+        .text("session_id", sid.clone())
+        .part("file", part())
+        .text("remote_path", "/app/x");
+    let res = upload(key.clone(), form).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    assert_eq!(
+        bash(&client, &sid, "truncate -s 1T /app/huge")
+            .await
+            .exit_code,
+        0
+    );
+    let started = Instant::now();
+    let res = http
+        .post(format!("{}/download", server.base_url))
+        .header("x-api-key", &key)
+        .form(&[("filename", "/app/huge"), ("session_id", sid.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["detail"],
+        "/app/huge is 1099511627776 bytes; downloads are limited to 1073741824 bytes"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -1,13 +1,15 @@
 use std::io::{self, Read, Write};
 
 pub const MAGIC: u8 = b'I';
-pub const VERSION: u8 = 1;
+/// 2: execution output travels as raw data frames after the result header (1 carried it as
+/// JSON strings). Host and agent ship together, so there is no negotiation.
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 8;
-/// Largest payload of one frame. Big enough for an execution result carrying tens of MB of
-/// output (the Agents integration moves base64 tarballs through stdout), small enough to bound
-/// what a peer can make us allocate.
+/// Largest payload of one frame: a request may carry a cell's code (up to the API's 64 MiB body,
+/// escaped). Bulk bytes (files, execution output) travel in [`CHUNK`]-sized data frames, so a
+/// reader that expects no big message passes a lower bound (`read_frame_async_max`).
 pub const MAX_FRAME: usize = 256 << 20;
-/// Size of the data chunks used for file transfers.
+/// Size of the data chunks used for file transfers and execution output.
 pub const CHUNK: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,14 @@ mod async_io {
 
     /// Async read of one frame. `Ok(None)` on a clean end of stream before a header.
     pub async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Frame>> {
+        read_frame_async_max(r, MAX_FRAME).await
+    }
+
+    /// [`read_frame_async`] refusing payloads over `max` bytes before allocating anything.
+    pub async fn read_frame_async_max(
+        r: &mut (impl AsyncRead + Unpin),
+        max: usize,
+    ) -> io::Result<Option<Frame>> {
         let mut header = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -145,6 +155,9 @@ mod async_io {
             }
         }
         let (kind, len) = decode_header(&header)?;
+        if len > max {
+            return Err(invalid(format!("frame of {len} bytes exceeds {max}")));
+        }
         let mut payload = vec![0u8; len];
         r.read_exact(&mut payload).await?;
         Ok(Some(Frame { kind, payload }))

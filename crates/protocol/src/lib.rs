@@ -13,7 +13,8 @@
 //!
 //! A request is one JSON frame ([`Request`]); uploads follow it with data frames and an end frame.
 //! A response is one JSON frame ([`Response`]); downloads follow it with data frames and an end
-//! frame. Either side refuses a frame with the wrong magic, an unknown version or an oversized
+//! frame, and an execution result with its stdout and stderr as raw data frames (an end frame
+//! after each). Either side refuses a frame with the wrong magic, an unknown version or an oversized
 //! length, so a confused or hostile peer can never make the other allocate without bound.
 
 mod frame;

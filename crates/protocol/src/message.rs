@@ -77,9 +77,12 @@ pub struct ExecSpec {
     pub code: String,
     pub timeout_ms: u64,
     /// Keep at most this many bytes of each of stdout and stderr; the rest is counted and
-    /// dropped.
+    /// dropped. The answer may exceed it by the agent's short notes (at most [`NOTE_SLACK`]).
     pub max_output: u64,
 }
+
+/// Room for the agent's notes (truncation, timeout, interpreter reset) on top of `max_output`.
+pub const NOTE_SLACK: u64 = 4096;
 
 /// What the agent answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,10 +113,13 @@ pub enum Response {
     },
 }
 
+/// The header of an execution's answer. The output follows as raw bytes, never as JSON text
+/// (escaping control bytes in JSON costs up to 6x): stdout's data frames and an end frame, then
+/// stderr's data frames and an end frame, exactly `stdout_len` and `stderr_len` bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecResult {
-    pub stdout: String,
-    pub stderr: String,
+    pub stdout_len: u64,
+    pub stderr_len: u64,
     pub exit_code: i32,
     pub execution_time: f64,
     pub cpu_time: f64,

@@ -2,8 +2,8 @@
 //! helpers, and streaming file transfers. Everything the agent says is untrusted input.
 
 use instavm_protocol::{
-    parse_json, read_frame_async, write_frame_async, write_json_async, Entry, FrameKind, Request,
-    Response, CHUNK,
+    parse_json, read_frame_async_max, write_frame_async, write_json_async, Entry, ExecResult,
+    ExecSpec, FrameKind, Request, Response, CHUNK, NOTE_SLACK,
 };
 use instavm_runtime::{ByteReader, RuntimeError};
 use std::io;
@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 
 /// Connections kept open per sandbox for reuse.
 const MAX_IDLE: usize = 8;
+/// Largest JSON answer accepted from an agent (a recursive listing is the biggest). Bulk bytes
+/// come in `CHUNK`-sized data frames, so a hostile agent cannot make the host allocate more
+/// than this at once.
+const MAX_ANSWER: usize = 16 << 20;
 
 pub struct AgentClient {
     socket: PathBuf,
@@ -57,7 +61,7 @@ impl AgentClient {
     }
 
     async fn read_response(s: &mut UnixStream) -> Result<Response, RuntimeError> {
-        let frame = read_frame_async(s)
+        let frame = read_frame_async_max(s, MAX_ANSWER)
             .await
             .map_err(agent_err)?
             .ok_or_else(|| RuntimeError::Agent("the agent closed the connection".into()))?;
@@ -74,6 +78,38 @@ impl AgentClient {
         .await;
         // A connection that failed mid-exchange is out of step: drop it. No retry: the
         // request may have run.
+        if result.is_ok() {
+            self.give_back(s);
+        }
+        result
+    }
+
+    /// Run code. The answer is the result header and the raw stdout and stderr bytes, each at
+    /// most `max_output` plus the agent's notes: more is a broken agent, not a noisy program.
+    pub async fn exec(
+        &self,
+        spec: ExecSpec,
+    ) -> Result<(ExecResult, Vec<u8>, Vec<u8>), RuntimeError> {
+        let max = spec.max_output.saturating_add(NOTE_SLACK);
+        let mut s = self.take().await?;
+        let result = async {
+            write_json_async(&mut s, &Request::Exec(spec))
+                .await
+                .map_err(agent_err)?;
+            let header = match Self::read_response(&mut s).await? {
+                Response::ExecResult(r) => r,
+                Response::Error { message, .. } => return Err(RuntimeError::Agent(message)),
+                other => {
+                    return Err(RuntimeError::Agent(format!(
+                        "unexpected answer to an execution: {other:?}"
+                    )))
+                }
+            };
+            let stdout = read_stream(&mut s, header.stdout_len, max).await?;
+            let stderr = read_stream(&mut s, header.stderr_len, max).await?;
+            Ok((header, stdout, stderr))
+        }
+        .await;
         if result.is_ok() {
             self.give_back(s);
         }
@@ -141,7 +177,7 @@ impl AgentClient {
         tokio::spawn(async move {
             let mut sent = 0u64;
             loop {
-                let item = match read_frame_async(&mut s).await {
+                let item = match read_frame_async_max(&mut s, MAX_ANSWER).await {
                     Ok(Some(f)) if f.kind == FrameKind::Data => {
                         sent += f.payload.len() as u64;
                         Ok(f.payload)
@@ -171,6 +207,34 @@ impl AgentClient {
                 pos: 0,
             })),
         ))
+    }
+}
+
+/// Read one output stream of an execution: exactly `len` bytes (at most `max`) of data frames,
+/// then an end frame. The buffer is allocated once, at its announced size.
+async fn read_stream(s: &mut UnixStream, len: u64, max: u64) -> Result<Vec<u8>, RuntimeError> {
+    if len > max {
+        return Err(RuntimeError::Agent(format!(
+            "the agent announced {len} bytes of output, over the {max}-byte cap"
+        )));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    loop {
+        let frame = read_frame_async_max(s, CHUNK)
+            .await
+            .map_err(agent_err)?
+            .ok_or_else(|| RuntimeError::Agent("the agent closed the connection".into()))?;
+        match frame.kind {
+            FrameKind::Data if buf.len() + frame.payload.len() <= len as usize => {
+                buf.extend_from_slice(&frame.payload)
+            }
+            FrameKind::End if buf.len() == len as usize => return Ok(buf),
+            _ => {
+                return Err(RuntimeError::Agent(format!(
+                    "execution output does not match its announced {len} bytes"
+                )))
+            }
+        }
     }
 }
 
@@ -205,5 +269,56 @@ impl AsyncRead for ChannelReader {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use instavm_protocol::write_frame;
+
+    /// Frames as a (possibly hostile) agent would send them.
+    fn frames(parts: &[(FrameKind, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (kind, payload) in parts {
+            write_frame(&mut buf, *kind, payload).unwrap();
+        }
+        buf
+    }
+
+    async fn read_from(bytes: Vec<u8>, len: u64, max: u64) -> Result<Vec<u8>, RuntimeError> {
+        let (mut agent, mut host) = UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = agent.write_all(&bytes).await;
+        });
+        read_stream(&mut host, len, max).await
+    }
+
+    #[tokio::test]
+    async fn output_streams_must_match_their_announced_size() {
+        use FrameKind::{Data, End};
+        let ok = frames(&[(Data, b"ab"), (Data, b"c"), (End, b"")]);
+        assert_eq!(read_from(ok, 3, 10).await.unwrap(), b"abc");
+        let empty = frames(&[(End, b"")]);
+        assert!(read_from(empty, 0, 10).await.unwrap().is_empty());
+        // More than announced, less than announced, over the cap, a JSON frame mid-stream.
+        for (bytes, len) in [
+            (frames(&[(Data, b"abcd"), (End, b"")]), 3),
+            (frames(&[(Data, b"ab"), (End, b"")]), 3),
+            (frames(&[(Data, b"abc"), (End, b"")]), 11),
+            (frames(&[(FrameKind::Json, b"{}"), (End, b"")]), 2),
+        ] {
+            assert!(matches!(
+                read_from(bytes, len, 10).await,
+                Err(RuntimeError::Agent(_))
+            ));
+        }
+        // A data frame over a chunk is refused before its payload is read.
+        let mut huge = instavm_protocol::encode_header(Data, CHUNK + 1)
+            .unwrap()
+            .to_vec();
+        huge.extend_from_slice(&[0; 16]);
+        assert!(read_from(huge, 5, 10 << 20).await.is_err());
     }
 }

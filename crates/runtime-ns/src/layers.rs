@@ -65,6 +65,15 @@ impl Layers {
         self.backend
     }
 
+    /// Size of the btrfs store (the sparse image); `None` for tmpfs layers, which take memory.
+    pub fn capacity_bytes(&self) -> Option<u64> {
+        let image = self.dir.parent()?.join("layers.img");
+        match self.backend {
+            Backend::Btrfs => fs::metadata(image).ok().map(|m| m.len()),
+            Backend::Tmpfs => None,
+        }
+    }
+
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }

@@ -61,8 +61,21 @@ pub const DEFAULT_WARM_POOL: usize = 2;
 /// Longest execution timeout; also used when a request gives none.
 const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
-/// Most bytes kept of each of stdout and stderr of one execution.
-const MAX_OUTPUT: u64 = 64 << 20;
+/// Most bytes kept of each of stdout and stderr of one execution: enough for the tens of MB of
+/// base64 tarball the Agents integration moves through stdout.
+const MAX_OUTPUT: u64 = 32 << 20;
+
+/// The per-stream output cap of a sandbox with `memory_mb` of memory: the agent holds both
+/// streams in the sandbox's own memory, so together they take at most a quarter of it (a
+/// 256 MiB sandbox keeps 32 MiB of each; a 128 MiB one 16 MiB).
+pub fn max_output(memory_mb: u32) -> u64 {
+    (u64::from(memory_mb) << 20).div_ceil(8).min(MAX_OUTPUT)
+}
+
+/// Output bytes as text; invalid UTF-8 is replaced (a copy only then).
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
 /// How long past its own timeout an execution may take before the agent is deemed hung.
 const AGENT_GRACE: Duration = Duration::from_secs(30);
 
@@ -236,29 +249,27 @@ impl Runtime for NsRuntime {
             .timeout
             .unwrap_or(DEFAULT_EXEC_TIMEOUT)
             .min(MAX_EXEC_TIMEOUT);
-        let request = Request::Exec(instavm_protocol::ExecSpec {
+        let spec = instavm_protocol::ExecSpec {
             lang: match req.language {
                 Language::Python => Lang::Python,
                 Language::Bash => Lang::Bash,
             },
             code: req.code,
             timeout_ms: timeout.as_millis() as u64,
-            max_output: MAX_OUTPUT,
-        });
-        let answer = tokio::time::timeout(timeout + AGENT_GRACE, sb.client.call(&request))
+            max_output: max_output(sb.info().memory_mb),
+        };
+        let answer = tokio::time::timeout(timeout + AGENT_GRACE, sb.client.exec(spec))
             .await
             .map_err(|_| RuntimeError::Agent("the agent did not answer in time".into()))?;
-        match answer.map_err(|e| sb.explain(e))? {
-            Response::ExecResult(r) => Ok(ExecOutput {
-                stdout: r.stdout,
-                stderr: r.stderr,
-                exit_code: r.exit_code,
-                execution_time: r.execution_time,
-                cpu_time: r.cpu_time,
-                timed_out: r.timed_out,
-            }),
-            other => Err(unexpected(other)),
-        }
+        let (r, stdout, stderr) = answer.map_err(|e| sb.explain(e))?;
+        Ok(ExecOutput {
+            stdout: text(stdout),
+            stderr: text(stderr),
+            exit_code: r.exit_code,
+            execution_time: r.execution_time,
+            cpu_time: r.cpu_time,
+            timed_out: r.timed_out,
+        })
     }
 
     async fn write_file(
@@ -342,6 +353,13 @@ impl Runtime for NsRuntime {
         }
         let inner = self.inner.clone();
         blocking(move || inner.set_expiry(&sb, expires_at)).await
+    }
+
+    fn capacity(&self) -> HostCapacity {
+        HostCapacity {
+            disk_mb: self.inner.layers.capacity_bytes().map(|b| b >> 20),
+            ..HostCapacity::of_this_host()
+        }
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {

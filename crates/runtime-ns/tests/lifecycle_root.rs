@@ -201,6 +201,64 @@ async fn large_outputs_and_files_stream() {
     env.finish().await;
 }
 
+/// Issue 8, finding 4: 100 MB of `"` and `\x01` (the worst cases for JSON escaping) on stdout
+/// and stderr of a 256 MiB sandbox. The agent (PID 1) keeps 32 MiB of each, so the code gets
+/// truncated output and the sandbox, its interpreter and its state live on.
+#[tokio::test]
+async fn noisy_output_is_truncated_and_the_sandbox_lives_on() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new().await;
+    let sb = env
+        .sandbox_with(SandboxSpec {
+            memory_mb: 256,
+            ..SandboxSpec::default()
+        })
+        .await;
+    let cap = instavm_runtime_ns::max_output(256) as usize;
+    assert_eq!(cap, 32 << 20);
+    let note = |stream: &str, dropped: usize| {
+        format!("\n[instavm: {stream} truncated, {dropped} bytes dropped]\n")
+    };
+    assert_eq!(env.py(&sb.id, "kept = 'state'").await.exit_code, 0);
+    let out = env
+        .py(
+            &sb.id,
+            "import sys\nfor _ in range(100):\n    sys.stdout.write('\"' * 1_000_000)\n    \
+             sys.stderr.write('\\x01' * 1_000_000)\nsys.stdout.flush(); sys.stderr.flush()",
+        )
+        .await;
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{}",
+        &out.stderr[out.stderr.len().saturating_sub(300)..]
+    );
+    assert_eq!(
+        out.stdout.len(),
+        cap + note("stdout", 100_000_000 - cap).len()
+    );
+    assert!(out.stdout.ends_with(&note("stdout", 100_000_000 - cap)));
+    assert!(out.stdout[..cap].bytes().all(|b| b == b'"'));
+    assert!(out.stderr.ends_with(&note("stderr", 100_000_000 - cap)));
+    assert!(out.stderr[..cap].bytes().all(|b| b == 1));
+    assert_eq!(env.py(&sb.id, "print(kept)").await.stdout, "state\n");
+
+    let out = env
+        .sh(
+            &sb.id,
+            "head -c 100000000 /dev/zero | tr '\\0' '\"'; \
+             head -c 100000000 /dev/zero | tr '\\0' '\\001' >&2",
+        )
+        .await;
+    assert_eq!(out.exit_code, 0);
+    assert!(out.stdout.ends_with(&note("stdout", 100_000_000 - cap)));
+    assert!(out.stderr.ends_with(&note("stderr", 100_000_000 - cap)));
+    assert_eq!(env.py(&sb.id, "print(kept)").await.stdout, "state\n");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn destroy_leaves_nothing_behind() {
     if !is_root() {

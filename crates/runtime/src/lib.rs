@@ -165,6 +165,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every live sandbox, including those recovered from a previous run of the process.
     async fn list(&self) -> Result<Vec<SandboxInfo>>;
 
+    /// What the host can hold (the server refuses sandboxes beyond it). By default this
+    /// machine's CPUs and memory, with no disk store.
+    fn capacity(&self) -> HostCapacity {
+        HostCapacity::of_this_host()
+    }
+
     /// Lifecycle events (a sandbox expired, died or was destroyed).
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
 

@@ -209,3 +209,31 @@ pub enum ExitReason {
 pub enum RuntimeEvent {
     Exited { id: SandboxId, reason: ExitReason },
 }
+
+/// What a host can hold, for admission control: its CPUs, its memory and the space for
+/// writable layers (`None` when the backend has no fixed store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCapacity {
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub disk_mb: Option<u64>,
+}
+
+impl HostCapacity {
+    /// This machine's CPUs (the ones this process may use) and physical memory; no disk store.
+    pub fn of_this_host() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let memory_mb = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map_or(0, |kib| kib / 1024);
+        HostCapacity {
+            cpus,
+            memory_mb,
+            disk_mb: None,
+        }
+    }
+}

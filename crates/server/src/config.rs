@@ -61,6 +61,49 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest `/upload` body.
     pub max_upload_bytes: usize,
+    /// Executions running at once (sync and async) per session and per user. Together with
+    /// the runtime's per-stream output cap this bounds the output the server holds per user.
+    pub max_concurrent_execs_per_session: usize,
+    pub max_concurrent_execs_per_user: usize,
+    /// Uploads and downloads in flight at once per user.
+    pub max_concurrent_transfers_per_user: usize,
+    /// Bytes of uploads a user may have spooled on the server's disk at once.
+    pub max_spool_bytes_per_user: u64,
+    /// Largest file `/download` sends (the base64 document is 4/3 of it).
+    pub max_download_bytes: u64,
+    /// Sums over live sandboxes that a new one must fit in (see `admission.rs`).
+    pub admission: AdmissionLimits,
+}
+
+/// How much the live sandboxes of the host and of one user may hold together, as sums of their
+/// limits. Host values left `None` come from the runtime: all of its memory, 16 vCPUs per CPU
+/// (sandboxes are mostly idle, so CPU is overcommitted; memory and disk are not), and the size
+/// of its layer store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionLimits {
+    pub host_memory_mb: Option<u64>,
+    pub host_vcpus: Option<u64>,
+    pub host_disk_mb: Option<u64>,
+    pub user_memory_mb: u64,
+    pub user_vcpus: u64,
+    pub user_disk_mb: u64,
+}
+
+/// vCPUs the host sums to per real CPU, by default.
+pub const VCPUS_PER_CPU: u64 = 16;
+
+impl Default for AdmissionLimits {
+    fn default() -> Self {
+        AdmissionLimits {
+            host_memory_mb: None,
+            host_vcpus: None,
+            host_disk_mb: None,
+            // 32 sessions of the default 512 MB and 1 vCPU; 16 of the default 2 GiB disk.
+            user_memory_mb: 16_384,
+            user_vcpus: 32,
+            user_disk_mb: 32_768,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -81,6 +124,12 @@ impl Default for Limits {
             max_exec_timeout_seconds: 86_400,
             max_body_bytes: 64 << 20,
             max_upload_bytes: 1 << 30,
+            max_concurrent_execs_per_session: 4,
+            max_concurrent_execs_per_user: 8,
+            max_concurrent_transfers_per_user: 4,
+            max_spool_bytes_per_user: 1 << 30,
+            max_download_bytes: 1 << 30,
+            admission: AdmissionLimits::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Running code in a session's sandbox, for `/execute` and for background tasks.
 
 use crate::error::{ApiError, ApiResult};
+use crate::gate::Pass;
 use crate::sessions;
 use crate::state::AppState;
 use chrono::Utc;
@@ -58,6 +59,36 @@ pub fn async_deadline(rec: &SessionRecord, timeout: Option<u64>) -> Duration {
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1)),
     }
+}
+
+/// The places an execution takes: one under its session, one under its user.
+fn slot_keys(state: &AppState, rec: &SessionRecord) -> [(String, usize); 2] {
+    let l = state.limits();
+    [
+        (
+            format!("exec-session:{}", rec.id),
+            l.max_concurrent_execs_per_session,
+        ),
+        (
+            format!("exec-user:{}", rec.user_id),
+            l.max_concurrent_execs_per_user,
+        ),
+    ]
+}
+
+/// A place for a synchronous execution, or 429: too many are running (a client can retry, and
+/// the official SDK raises `RateLimitError` with the detail).
+pub fn try_slot(state: &AppState, rec: &SessionRecord) -> ApiResult<Pass> {
+    let keys = slot_keys(state, rec);
+    state.gate().try_enter(&keys).map_err(|full| {
+        let (limit, per) = match full {
+            0 => (keys[0].1, "session"),
+            _ => (keys[1].1, "user"),
+        };
+        ApiError::TooManyRequests(format!(
+            "too many concurrent executions: at most {limit} at a time per {per}; wait for one to finish"
+        ))
+    })
 }
 
 /// Run code in the session's sandbox and count it against the session.
@@ -125,6 +156,9 @@ pub fn spawn_task(
     deadline: Duration,
 ) {
     tokio::spawn(async move {
+        // Background tasks queue for a place instead of failing (their number is bounded by
+        // the pending-task limit).
+        let _pass = state.gate().enter(&slot_keys(&state, &rec)).await;
         let result = run(&state, &rec, language, code, deadline).await;
         let id = task_id.clone();
         let stored = match result {

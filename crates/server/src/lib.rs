@@ -6,11 +6,14 @@
 //! [`Runtime`]: instavm_runtime::Runtime
 //! [`Store`]: instavm_store::Store
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod error;
 mod exec;
 mod extract;
+mod gate;
+mod json_body;
 pub mod lifecycle;
 mod routes;
 mod serve;
@@ -20,7 +23,7 @@ pub mod state;
 mod terminals;
 mod usage;
 
-pub use config::{Limits, RuntimeKind, ServerConfig};
+pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use routes::app;
 pub use serve::{ns_config, purge, run, ServeError};
 pub use state::{AppState, Readiness};

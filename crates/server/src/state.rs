@@ -1,8 +1,10 @@
 //! Shared state of the server: store, runtime, limits, readiness and usage counters.
 
+use crate::admission::Admission;
 use crate::auth::hashes_equal;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::gate::Gate;
 use instavm_runtime::Runtime;
 use instavm_store::{Store, StoreError, UsageCounters, UserRecord};
 use std::collections::HashMap;
@@ -20,10 +22,15 @@ struct Shared {
     store: Store,
     runtime: Arc<dyn Runtime>,
     limits: Limits,
+    admission: Admission,
     admin: AdminIdentity,
     readiness: watch::Sender<Readiness>,
     usage: Mutex<HashMap<String, UsageCounters>>,
     spool_dir: PathBuf,
+    /// Executions and file transfers in flight, per session and per user.
+    gate: Arc<Gate>,
+    /// Bytes of uploads spooled to disk right now, per user.
+    spooled: Mutex<HashMap<i64, u64>>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -56,11 +63,13 @@ impl AppState {
         spool_dir: PathBuf,
     ) -> Result<AppState, StoreError> {
         let user = store.ensure_admin_user(ADMIN_EMAIL, chrono::Utc::now())?;
+        let admission = Admission::new(&limits.admission, runtime.capacity());
         Ok(AppState {
             inner: Arc::new(Shared {
                 store,
                 runtime,
                 limits,
+                admission,
                 admin: AdminIdentity {
                     key_hash: crate::auth::hash_key(admin_key),
                     user,
@@ -68,6 +77,8 @@ impl AppState {
                 readiness: watch::channel(Readiness::Preparing).0,
                 usage: Mutex::new(HashMap::new()),
                 spool_dir,
+                gate: Arc::default(),
+                spooled: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -86,6 +97,35 @@ impl AppState {
 
     pub fn spool_dir(&self) -> &PathBuf {
         &self.inner.spool_dir
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.inner.gate
+    }
+
+    /// Reserve `bytes` of a user's spool allowance; false when it would go over `max`.
+    pub fn reserve_spool(&self, user_id: i64, bytes: u64, max: u64) -> bool {
+        let mut map = self.inner.spooled.lock().unwrap_or_else(|e| e.into_inner());
+        let used = map.entry(user_id).or_default();
+        if used.saturating_add(bytes) > max {
+            return false;
+        }
+        *used += bytes;
+        true
+    }
+
+    pub fn release_spool(&self, user_id: i64, bytes: u64) {
+        let mut map = self.inner.spooled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(used) = map.get_mut(&user_id) {
+            *used = used.saturating_sub(bytes);
+            if *used == 0 {
+                map.remove(&user_id);
+            }
+        }
     }
 
     pub fn admin_for_hash(&self, hash: &[u8; 32]) -> Option<UserRecord> {

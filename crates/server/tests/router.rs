@@ -7,7 +7,7 @@ use base64::Engine;
 use http_body_util::BodyExt;
 use instavm_runtime::fake::FakeRuntime;
 use instavm_runtime::{ExecOutput, ExecRequest, Language, Runtime, SandboxId, TIMEOUT_EXIT_CODE};
-use instavm_server::{app, lifecycle, AppState, Limits, Readiness};
+use instavm_server::{app, lifecycle, AdmissionLimits, AppState, Limits, Readiness};
 use instavm_store::Store;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -36,6 +36,12 @@ fn scripted(_id: &SandboxId, req: &ExecRequest) -> ExecOutput {
         out.timed_out = true;
     } else if let Some(text) = code.strip_prefix("err ") {
         out.stderr = text.to_owned();
+    } else if let Some(ms) = code.strip_prefix("sleep ") {
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
+    } else if let Some(n) = code.strip_prefix("noisy ") {
+        let n: usize = n.parse().unwrap();
+        out.stdout = "\u{1}\"é".repeat(n);
+        out.stderr = "\\\u{0}".repeat(n);
     } else if code == "lang" {
         out.stdout = match req.language {
             Language::Python => "python".into(),
@@ -153,6 +159,13 @@ impl Api {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body["api_key"].as_str().unwrap().to_owned()
+    }
+
+    async fn try_session(&self, key: &str, body: Value) -> Reply {
+        let mut body = body;
+        body["api_key"] = json!(key);
+        self.call(Method::POST, "/v1/sessions/session", None, Some(body))
+            .await
     }
 
     async fn session(&self, key: &str, body: Value) -> String {
@@ -335,6 +348,95 @@ async fn session_start_validates_input_and_limits() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+/// Issue 8, admission: a sandbox must fit in the sums of memory, vCPUs and disk of the user's
+/// and the host's live sandboxes; each refusal is a 403 naming the sum (spec §6.1 style).
+#[tokio::test]
+async fn admission_refuses_what_the_user_or_host_cannot_hold() {
+    let with = |admission: AdmissionLimits| {
+        api_with(
+            Limits {
+                admission,
+                ..Limits::default()
+            },
+            true,
+        )
+    };
+
+    // A sandbox never gets more vCPUs than the host has CPUs.
+    let api = with(AdmissionLimits::default());
+    let key = api.user("a@example.com").await;
+    let cpus = std::thread::available_parallelism().unwrap().get().min(8);
+    let r = api.try_session(&key, json!({"vcpu_count": cpus + 1})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["detail"], format!("vcpu count cannot exceed {cpus}"));
+    api.session(&key, json!({"vcpu_count": cpus})).await;
+
+    // Per user: memory and vCPUs; killing a session frees its share.
+    let api = with(AdmissionLimits {
+        user_memory_mb: 1024,
+        user_vcpus: 2,
+        ..AdmissionLimits::default()
+    });
+    let key = api.user("a@example.com").await;
+    let first = api.session(&key, json!({"memory_mb": 512})).await;
+    api.session(&key, json!({"memory_mb": 512})).await;
+    let r = api.try_session(&key, json!({"memory_mb": 128})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "memory limit reached: at most 1024 MB across a user's live sandboxes (1024 MB in use, \
+         128 MB asked); kill a session or wait for one to expire"
+    );
+    let other = api.user("b@example.com").await;
+    api.session(&other, json!({"memory_mb": 1024})).await;
+    let r = api.post("/kill", &key, json!({"session_id": first})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    if cpus >= 2 {
+        let r = api
+            .try_session(&key, json!({"memory_mb": 256, "vcpu_count": 2}))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("vCPU limit reached: at most 2 vCPUs"),
+            "{detail}"
+        );
+    }
+    api.session(&key, json!({"memory_mb": 256})).await;
+
+    // Per user: disk (every session gets the default 2048 MB quota).
+    let api = with(AdmissionLimits {
+        user_disk_mb: 3000,
+        ..AdmissionLimits::default()
+    });
+    let key = api.user("a@example.com").await;
+    api.session(&key, json!({})).await;
+    let r = api.try_session(&key, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("disk limit reached: at most 3000 MB"),
+        "{detail}"
+    );
+
+    // Per host: the sum over every user's sandboxes.
+    let api = with(AdmissionLimits {
+        host_memory_mb: Some(1536),
+        ..AdmissionLimits::default()
+    });
+    let a = api.user("a@example.com").await;
+    let b = api.user("b@example.com").await;
+    api.session(&a, json!({"memory_mb": 1024})).await;
+    api.session(&b, json!({"memory_mb": 512})).await;
+    let r = api.try_session(&b, json!({"memory_mb": 128})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "host memory capacity reached: this host holds at most 1536 MB across all sandboxes \
+         (1536 MB in use, 128 MB asked); retry when sandboxes end"
+    );
+}
+
 #[tokio::test]
 async fn active_session_limit_is_a_403() {
     let limits = Limits {
@@ -418,6 +520,102 @@ async fn execute() {
     lifecycle::sweep(&api.state).await.unwrap();
     let r = api.get(&format!("/v1/sessions/usage/{sid}"), &key).await;
     assert_eq!(r.body["execution_count"], 4);
+}
+
+/// Issue 8, finding 3: the answer is escaped while it streams; it must still be exactly the
+/// JSON document, control bytes, quotes and multi-byte characters included.
+#[tokio::test]
+async fn execute_streams_exact_json_for_noisy_output() {
+    let api = api();
+    let key = api.user("a@example.com").await;
+    let sid = api.session(&key, json!({})).await;
+    let r = api.exec(&key, &sid, "noisy 100000").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let stdout = "\u{1}\"é".repeat(100_000);
+    assert_eq!(r.body["stdout"], stdout.as_str());
+    assert_eq!(r.body["output"], stdout.as_str());
+    assert_eq!(r.body["stderr"], "\\\u{0}".repeat(100_000).as_str());
+    assert_eq!(r.body["exit_code"], 0);
+    assert_eq!(r.body["language"], "python");
+
+    let r = api
+        .post(
+            "/execute_async",
+            &key,
+            json!({"command": "noisy 1000", "session_id": sid}),
+        )
+        .await;
+    let task = r.body["task_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = api.get(&format!("/v1/executions/{task}"), &key).await;
+        if r.body["is_complete"] == true {
+            assert_eq!(
+                r.body["serialized_stdout"],
+                "\u{1}\"é".repeat(1000).as_str()
+            );
+            assert_eq!(r.body["serialized_stderr"], "\\\u{0}".repeat(1000).as_str());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task did not complete"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 8, finding 3: executions running at once are limited per session and per user; over
+/// the limit is a 429 with a JSON detail (the official SDK raises `RateLimitError(detail)`),
+/// and places come back when executions end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_executions_are_limited_per_session_and_user() {
+    let api = Arc::new(api_with(
+        Limits {
+            max_concurrent_execs_per_session: 1,
+            max_concurrent_execs_per_user: 2,
+            ..Limits::default()
+        },
+        true,
+    ));
+    let key = api.user("a@example.com").await;
+    let s1 = api.session(&key, json!({})).await;
+    let s2 = api.session(&key, json!({})).await;
+    let s3 = api.session(&key, json!({})).await;
+    let slow = |sid: String| {
+        let (api, key) = (api.clone(), key.clone());
+        tokio::spawn(async move { api.exec(&key, &sid, "sleep 1500").await.status })
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+    let a = slow(s1.clone());
+    pause().await;
+    let r = api.exec(&key, &s1, "echo busy").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "too many concurrent executions: at most 1 at a time per session; wait for one to finish"
+    );
+    let c = slow(s2.clone());
+    pause().await;
+    let r = api.exec(&key, &s3, "echo busy").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("at most 2 at a time per user"));
+    // Another user is not affected.
+    let other = api.user("b@example.com").await;
+    let so = api.session(&other, json!({})).await;
+    assert_eq!(
+        api.exec(&other, &so, "echo hi").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(a.await.unwrap(), StatusCode::OK);
+    assert_eq!(c.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        api.exec(&key, &s1, "echo again").await.body["stdout"],
+        "again\n"
+    );
 }
 
 #[tokio::test]
@@ -513,7 +711,7 @@ async fn async_tasks_complete_and_are_stored() {
     assert_eq!(r.body["status"], "pending");
     let task = r.body["task_id"].as_str().unwrap().to_owned();
     let mut record = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..500 {
         record = api.get(&format!("/v1/executions/{task}"), &key).await.body;
         if record["is_complete"] == true {
             break;
@@ -587,10 +785,10 @@ async fn upload_and_download_binary_files() {
     assert_eq!(r.body["remote_path"], "/data/deep/blob.bin");
     assert_eq!(r.body["size"], data.len());
 
-    // File first: spooled until the target is known.
+    // File before `remote_path`: spooled until the target is known.
     let (ctype, body) = multipart(&[
-        ("file", Some("x"), b"\x00\x01\x02"),
         ("session_id", None, sid.as_bytes()),
+        ("file", Some("x"), b"\x00\x01\x02"),
         ("remote_path", None, b"rel.bin"),
     ]);
     let r = api.raw_post("/upload", &key, &ctype, body).await;
@@ -650,6 +848,104 @@ async fn upload_and_download_binary_files() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = api.raw_post("/upload", &key, "text/plain", "garbage").await;
     assert!(r.status.is_client_error());
+}
+
+/// Issue 8, finding 6: the session is checked before any upload byte is spooled, spooled bytes
+/// are capped per user, and downloads are capped (a huge sparse file is refused up front).
+#[tokio::test]
+async fn upload_spool_and_download_limits() {
+    let spool = std::env::temp_dir().join(format!("instavm-router-spool-{}", std::process::id()));
+    let store = Store::open_in_memory().unwrap();
+    let runtime: Arc<dyn Runtime> = Arc::new(FakeRuntime::with_exec_handler(scripted));
+    let limits = Limits {
+        max_spool_bytes_per_user: 100_000,
+        max_download_bytes: 100_000,
+        ..Limits::default()
+    };
+    let state = AppState::new(store, runtime, limits, ADMIN_KEY, spool.clone()).unwrap();
+    state.set_readiness(Readiness::Ready);
+    let api = Api {
+        app: app(state.clone()),
+        state,
+        store: Store::open_in_memory().unwrap(),
+    };
+    let key = api.user("a@example.com").await;
+    let sid = api.session(&key, json!({})).await;
+    let other = api.user("b@example.com").await;
+    let spooled_files = || std::fs::read_dir(&spool).map_or(0, |d| d.count());
+    let big = vec![7u8; 200_000];
+
+    // Another user's session: 404 before anything is spooled, as for an unknown one.
+    let (ctype, body) = multipart(&[
+        ("session_id", None, sid.as_bytes()),
+        ("file", Some("x"), &big),
+        ("remote_path", None, b"/app/x"),
+    ]);
+    let r = api.raw_post("/upload", &other, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(r.body["detail"], "session not found");
+    assert_eq!(spooled_files(), 0);
+    // A file before `session_id` is refused before any byte is read.
+    let (ctype, body) = multipart(&[
+        ("file", Some("x"), &big),
+        ("session_id", None, sid.as_bytes()),
+    ]);
+    let r = api.raw_post("/upload", &key, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("`session_id` must come before `file`"));
+    // Over the user's spool allowance: 413, and the spool file is gone.
+    let (ctype, body) = multipart(&[
+        ("session_id", None, sid.as_bytes()),
+        ("file", Some("x"), &big),
+        ("remote_path", None, b"/app/x"),
+    ]);
+    let r = api.raw_post("/upload", &key, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("upload spool limit reached: at most 100000 bytes"));
+    assert_eq!(spooled_files(), 0);
+    // Streamed uploads (`remote_path` first) are not spooled, so the allowance does not apply.
+    let (ctype, body) = multipart(&[
+        ("session_id", None, sid.as_bytes()),
+        ("remote_path", None, b"/app/big.bin"),
+        ("file", Some("x"), &big),
+    ]);
+    let r = api.raw_post("/upload", &key, &ctype, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Within the allowance, spooling works (and gives its bytes back).
+    for _ in 0..3 {
+        let (ctype, body) = multipart(&[
+            ("session_id", None, sid.as_bytes()),
+            ("file", Some("x"), &big[..60_000]),
+            ("remote_path", None, b"/app/small.bin"),
+        ]);
+        let r = api.raw_post("/upload", &key, &ctype, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
+    let download = |name: &str| {
+        let body = format!("filename={name}&session_id={sid}");
+        let (api, key) = (&api, key.clone());
+        async move {
+            api.raw_post("/download", &key, "application/x-www-form-urlencoded", body)
+                .await
+        }
+    };
+    let r = download("/app/big.bin").await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(
+        r.body["detail"],
+        "/app/big.bin is 200000 bytes; downloads are limited to 100000 bytes"
+    );
+    let r = download("/app/small.bin").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["size"], 60_000);
+    let _ = std::fs::remove_dir_all(&spool);
 }
 
 #[tokio::test]

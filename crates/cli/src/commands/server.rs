@@ -3,7 +3,7 @@
 use crate::output::emit;
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use instavm_server::{Limits, RuntimeKind, ServerConfig};
+use instavm_server::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -31,6 +31,24 @@ pub struct ServerArgs {
     /// Sandboxes the namespace runtime keeps pre-started so a session starts faster.
     #[arg(long, env = "INSTAVM_WARM_POOL", default_value_t = instavm_runtime_ns::DEFAULT_WARM_POOL)]
     pub warm_pool: usize,
+    /// Memory all live sandboxes may hold together, in MB [default: the host's RAM].
+    #[arg(long, env = "INSTAVM_HOST_MEMORY_MB")]
+    pub host_memory_mb: Option<u64>,
+    /// vCPUs all live sandboxes may hold together [default: 16 per host CPU].
+    #[arg(long, env = "INSTAVM_HOST_VCPUS")]
+    pub host_vcpus: Option<u64>,
+    /// Disk quota all live sandboxes may hold together, in MB [default: the layer store's size].
+    #[arg(long, env = "INSTAVM_HOST_DISK_MB")]
+    pub host_disk_mb: Option<u64>,
+    /// Memory one user's live sandboxes may hold together, in MB.
+    #[arg(long, env = "INSTAVM_USER_MEMORY_MB", default_value_t = AdmissionLimits::default().user_memory_mb)]
+    pub user_memory_mb: u64,
+    /// vCPUs one user's live sandboxes may hold together.
+    #[arg(long, env = "INSTAVM_USER_VCPUS", default_value_t = AdmissionLimits::default().user_vcpus)]
+    pub user_vcpus: u64,
+    /// Disk quota one user's live sandboxes may hold together, in MB.
+    #[arg(long, env = "INSTAVM_USER_DISK_MB", default_value_t = AdmissionLimits::default().user_disk_mb)]
+    pub user_disk_mb: u64,
     /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
     #[arg(short = 'j', long)]
     pub json: bool,
@@ -102,7 +120,17 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     .ok()
                     .map(|k| k.trim().to_owned())
                     .filter(|k| !k.is_empty()),
-                limits: Limits::default(),
+                limits: Limits {
+                    admission: AdmissionLimits {
+                        host_memory_mb: args.host_memory_mb,
+                        host_vcpus: args.host_vcpus,
+                        host_disk_mb: args.host_disk_mb,
+                        user_memory_mb: args.user_memory_mb,
+                        user_vcpus: args.user_vcpus,
+                        user_disk_mb: args.user_disk_mb,
+                    },
+                    ..Limits::default()
+                },
             };
             runtime.block_on(instavm_server::run(config))?;
             Ok(())

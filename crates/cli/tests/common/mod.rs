@@ -39,6 +39,8 @@ pub struct TestServer {
     images_dir: PathBuf,
     log_path: PathBuf,
     runtime: String,
+    /// Extra `instavm server` flags (limits).
+    extra_args: Vec<String>,
 }
 
 pub fn images_dir() -> PathBuf {
@@ -56,6 +58,11 @@ pub fn images_dir() -> PathBuf {
 impl TestServer {
     /// A server on the real runtime (or `INSTAVM_E2E_RUNTIME`), ready to create sandboxes.
     pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// [`TestServer::start`] with extra `instavm server` flags.
+    pub fn start_with(extra_args: &[&str]) -> TestServer {
         let runtime = std::env::var("INSTAVM_E2E_RUNTIME").unwrap_or_else(|_| "namespaces".into());
         let data_dir = tempfile::Builder::new()
             .prefix("instavm-e2e-")
@@ -71,6 +78,7 @@ impl TestServer {
             images_dir: images_dir(),
             log_path,
             runtime,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -109,6 +117,7 @@ impl TestServer {
             .arg(self.data_dir())
             .arg("--images-dir")
             .arg(&self.images_dir)
+            .args(&self.extra_args)
             .env("INSTAVM_ADMIN_API_KEY", &self.admin_key)
             .env("INSTAVM_LOG", "info")
             .env_remove("INSTAVM_LISTEN")
@@ -180,6 +189,21 @@ impl TestServer {
 
     fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// The server's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let pid = self.pid().expect("server running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+                .map_or(0, |kib| kib << 10)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Simulate a crash: SIGKILL the server process only (its sandboxes keep running).

@@ -4,37 +4,51 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::exec;
 use crate::extract::{ApiJson, ApiPath};
+use crate::json_body;
 use crate::sessions;
 use crate::state::AppState;
 use axum::extract::State;
+use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
 use instavm_api::{
     ExecuteAsyncResponse, ExecuteRequest, ExecuteResponse, ExecutionRecord, TaskStatus,
 };
 use instavm_store::ExecutionRow;
+use std::sync::Arc;
 
 /// Run code and wait for it. A non-zero exit code or a timeout is still 200.
+///
+/// The answer streams: stdout (twice, as `stdout` and `output`) and stderr are escaped as they
+/// are sent, and the execution's place under the concurrency limits is held until then.
 pub async fn execute(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiJson(req): ApiJson<ExecuteRequest>,
-) -> ApiResult<Json<ExecuteResponse>> {
+) -> ApiResult<Response> {
     let language = exec::parse_language(req.language.as_deref())?;
     let timeout = exec::check_timeout(&state, req.timeout)?;
     let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let pass = exec::try_slot(&state, &rec)?;
     let deadline = exec::sync_deadline(&rec, timeout);
     let out = exec::run(&state, &rec, language, req.command, deadline).await?;
-    Ok(Json(ExecuteResponse {
-        output: out.stdout.clone(),
-        stdout: out.stdout,
-        stderr: out.stderr,
+    let (stdout, stderr) = (Arc::new(out.stdout), Arc::new(out.stderr));
+    let head = ExecuteResponse {
+        stdout: String::new(),
+        stderr: String::new(),
         exit_code: out.exit_code,
         execution_time: out.execution_time,
         cpu_time: out.cpu_time,
+        output: String::new(),
         timed_out: out.timed_out,
         language: language.as_str().into(),
-    }))
+    };
+    let texts = vec![
+        ("stdout", stdout.clone()),
+        ("output", stdout),
+        ("stderr", stderr),
+    ];
+    json_body::object_with_texts(&head, texts, pass).map_err(ApiError::internal)
 }
 
 /// Start code in the background; poll `GET /v1/executions/{task_id}` for the result.
@@ -88,17 +102,30 @@ pub async fn get_execution(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath(task_id): ApiPath,
-) -> ApiResult<Json<ExecutionRecord>> {
+) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound("task not found".into());
     if uuid::Uuid::parse_str(&task_id).is_err() {
         return Err(not_found());
     }
     let user_id = user.id;
+    // A stored output can be tens of MB: a user's reads of results in memory at once are
+    // limited like their executions. Extra reads wait rather than fail, because the official
+    // client's poll loop stops at a 429.
+    let limit = state.limits().max_concurrent_execs_per_user;
+    let pass = state
+        .gate()
+        .enter(&[(format!("task-read-user:{user_id}"), limit)])
+        .await;
     let row = state
         .db(move |s| s.get_user_execution(user_id, &task_id))
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(record(row)))
+    // Streamed like `/execute`, holding the place until it is sent.
+    let mut rec = record(row);
+    let stdout = Arc::new(std::mem::take(&mut rec.serialized_stdout));
+    let stderr = Arc::new(std::mem::take(&mut rec.serialized_stderr));
+    let texts = vec![("serialized_stdout", stdout), ("serialized_stderr", stderr)];
+    json_body::object_with_texts(&rec, texts, pass).map_err(ApiError::internal)
 }
 
 fn record(row: ExecutionRow) -> ExecutionRecord {

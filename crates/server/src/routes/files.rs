@@ -4,6 +4,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiForm, ApiMultipart};
+use crate::gate::Pass;
 use crate::sessions;
 use crate::state::AppState;
 use axum::body::Body;
@@ -41,16 +42,31 @@ pub fn sandbox_path(raw: &str) -> ApiResult<String> {
         .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))
 }
 
+/// A place among the user's file transfers in flight, or 429.
+fn transfer_pass(state: &AppState, user_id: i64) -> ApiResult<Pass> {
+    let limit = state.limits().max_concurrent_transfers_per_user;
+    state
+        .gate()
+        .try_enter(&[(format!("transfer-user:{user_id}"), limit)])
+        .map_err(|_| {
+            ApiError::TooManyRequests(format!(
+                "too many file transfers at once: at most {limit} uploads and downloads at a time per user; wait for one to finish"
+            ))
+        })
+}
+
 /// `POST /upload`: fields `file`, `remote_path`, `session_id`, `recursive`.
 ///
-/// The file part is streamed straight into the sandbox when the fields naming the target came
-/// first (the official SDK sends them first). Otherwise it is spooled to disk until they
-/// arrive, never held in memory.
+/// `session_id` must come before the file part (the official SDK sends the text fields
+/// first): the session is checked before any file byte is accepted. The file part is streamed
+/// straight into the sandbox when `remote_path` came first too; otherwise it is spooled to disk
+/// (never held in memory) until `remote_path` arrives, within the user's spool allowance.
 pub async fn upload(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiMultipart(mut form): ApiMultipart,
 ) -> ApiResult<Json<UploadResponse>> {
+    let _pass = transfer_pass(&state, user.id)?;
     let mut remote_path: Option<String> = None;
     let mut session_id: Option<String> = None;
     let mut result: Option<UploadResponse> = None;
@@ -62,12 +78,21 @@ pub async fn upload(
                 if result.is_some() || spooled.is_some() {
                     return Err(ApiError::BadRequest("more than one `file` part".into()));
                 }
-                match (&session_id, &remote_path) {
-                    (Some(sid), Some(path)) => {
+                let Some(sid) = &session_id else {
+                    return Err(ApiError::Unprocessable(
+                        "form field `session_id` must come before `file`: the session is checked before any file data is accepted".into(),
+                    ));
+                };
+                match &remote_path {
+                    Some(path) => {
                         let target = Target::resolve(&state, user.id, sid, path).await?;
                         result = Some(target.write_field(&state, field).await?);
                     }
-                    _ => spooled = Some(Spooled::save(&state, field).await?),
+                    None => {
+                        // Not the caller's session: 404 before a byte is spooled.
+                        sessions::active(&state, user.id, sid).await?;
+                        spooled = Some(Spooled::save(&state, user.id, field).await?);
+                    }
                 }
             }
             upload_fields::REMOTE_PATH => remote_path = Some(text_field(field).await?),
@@ -93,7 +118,7 @@ pub async fn upload(
     }
     let spooled = spooled.ok_or_else(|| missing(upload_fields::FILE))?;
     let target = Target::resolve(&state, user.id, &sid, &path).await?;
-    let reader = spooled.reader().await?;
+    let (reader, _allowance) = spooled.reader().await?;
     Ok(Json(target.write(&state, reader).await?))
 }
 
@@ -166,13 +191,46 @@ impl Target {
     }
 }
 
-/// A file part saved to a temporary file because it came before the fields naming its target.
+/// A file part saved to a temporary file because it came before `remote_path`. Its bytes count
+/// against the user's spool allowance until it is dropped.
 struct Spooled {
     file: tempfile::NamedTempFile,
+    allowance: SpoolAllowance,
+}
+
+/// Bytes reserved in a user's spool allowance, given back on drop.
+struct SpoolAllowance {
+    state: AppState,
+    user_id: i64,
+    bytes: u64,
+}
+
+impl SpoolAllowance {
+    fn take(&mut self, n: u64) -> ApiResult<()> {
+        let max = self.state.limits().max_spool_bytes_per_user;
+        if !self.state.reserve_spool(self.user_id, n, max) {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "upload spool limit reached: at most {max} bytes of uploads waiting for their `remote_path` per user; send `remote_path` before `file` to stream the upload instead"
+            )));
+        }
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for SpoolAllowance {
+    fn drop(&mut self) {
+        self.state.release_spool(self.user_id, self.bytes);
+    }
 }
 
 impl Spooled {
-    async fn save(state: &AppState, field: Field<'_>) -> ApiResult<Spooled> {
+    async fn save(state: &AppState, user_id: i64, field: Field<'_>) -> ApiResult<Spooled> {
+        let mut allowance = SpoolAllowance {
+            state: state.clone(),
+            user_id,
+            bytes: 0,
+        };
         let dir = state.spool_dir().clone();
         let file = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
@@ -185,20 +243,22 @@ impl Spooled {
         let mut stream = field;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(multipart_error)?;
+            allowance.take(chunk.len() as u64)?;
             out.write_all(&chunk)
                 .await
                 .map_err(|e| ApiError::internal(format!("spooling an upload: {e}")))?;
         }
         out.flush().await.map_err(ApiError::internal)?;
-        Ok(Spooled { file })
+        Ok(Spooled { file, allowance })
     }
 
     /// Stream the spooled bytes; the temporary file is deleted once the reader is dropped
-    /// (it is unlinked now and kept alive by the open handle).
-    async fn reader(self) -> ApiResult<ByteReader> {
+    /// (it is unlinked now and kept alive by the open handle). The allowance is held until
+    /// the caller drops it, once the upload is done.
+    async fn reader(self) -> ApiResult<(ByteReader, SpoolAllowance)> {
         let handle = self.file.reopen().map_err(ApiError::internal)?;
         drop(self.file);
-        Ok(Box::pin(tokio::fs::File::from_std(handle)))
+        Ok((Box::pin(tokio::fs::File::from_std(handle)), self.allowance))
     }
 }
 
@@ -240,6 +300,8 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let path = sandbox_path(&req.filename)?;
     let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let pass = transfer_pass(&state, user.id)?;
+    let max = state.limits().max_download_bytes;
     let sandbox = sessions::sandbox_id(&rec)?;
     let (info, reader) = match state.runtime().read_file(&sandbox, &path).await {
         Ok(opened) => opened,
@@ -253,10 +315,19 @@ pub async fn download(
             "{path} is not a regular file"
         )));
     }
+    if info.size > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{path} is {} bytes; downloads are limited to {max} bytes",
+            info.size
+        )));
+    }
     let filename = serde_json::to_string(&req.filename).map_err(ApiError::internal)?;
     let head = format!("{{\"filename\":{filename},\"content\":\"");
     let session = rec.id.clone();
-    let body = base64_json_body(head, reader).inspect_err(move |err| {
+    // A file that grows past the limit while it streams (its size was read first) is cut
+    // off with an error rather than sent on. The transfer's place is held until the end.
+    let body = base64_json_body(head, reader, max).inspect_err(move |err| {
+        let _held = &pass;
         tracing::error!(session = %session, error = %err, "download stream broke off");
     });
     Ok((
@@ -271,6 +342,7 @@ pub async fn download(
 fn base64_json_body(
     head: String,
     reader: ByteReader,
+    max: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     enum Phase {
         Head(String),
@@ -290,7 +362,7 @@ fn base64_json_body(
         carry: Vec::with_capacity(2),
         size: 0,
     };
-    futures::stream::unfold(start, |mut e| async move {
+    futures::stream::unfold(start, move |mut e| async move {
         let b64 = base64::engine::general_purpose::STANDARD;
         loop {
             match std::mem::replace(&mut e.phase, Phase::Done) {
@@ -302,6 +374,10 @@ fn base64_json_body(
                     Some(Ok(chunk)) => {
                         e.phase = Phase::Body;
                         e.size += chunk.len() as u64;
+                        if e.size > max {
+                            let why = format!("the file grew past the {max}-byte download limit");
+                            return Some((Err(io::Error::other(why)), e));
+                        }
                         e.carry.extend_from_slice(&chunk);
                         let whole = e.carry.len() / 3 * 3;
                         if whole == 0 {
@@ -357,7 +433,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
             let reader: ByteReader = Box::pin(std::io::Cursor::new(data.clone()));
             let parts: Vec<Bytes> =
-                base64_json_body("{\"filename\":\"f\",\"content\":\"".into(), reader)
+                base64_json_body("{\"filename\":\"f\",\"content\":\"".into(), reader, 1 << 20)
                     .try_collect()
                     .await
                     .unwrap();

@@ -1,5 +1,6 @@
 //! Sessions: start, inspect, list, kill (spec §1.1, §1.7 to §1.12).
 
+use crate::admission::{self, Resources};
 use crate::auth::{authenticate, header_key, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -52,12 +53,19 @@ pub async fn start(
         )));
     }
 
+    let reservation = admission::admit(&state, user_id, Resources::of_spec(&spec)).await?;
+
     // Creating the sandbox and recording the session run in their own task: a client that
-    // hangs up midway must not leave a sandbox behind that no session owns.
+    // hangs up midway must not leave a sandbox behind that no session owns. The reservation
+    // counts until the session is stored.
     let task_state = state.clone();
-    let rec = tokio::spawn(async move { create(&task_state, user_id, spec, metadata).await })
-        .await
-        .map_err(ApiError::internal)??;
+    let rec = tokio::spawn(async move {
+        let created = create(&task_state, user_id, spec, metadata).await;
+        drop(reservation);
+        created
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(sessions::info(&rec)))
 }
 
@@ -122,10 +130,12 @@ fn sandbox_spec(state: &AppState, req: &StartSessionRequest) -> ApiResult<Sandbo
         |max| format!("memory cannot exceed {max} MB"),
         |min, got| format!("memory_mb must be at least {min}, got {got}"),
     )?;
+    // Never more vCPUs than the host has CPUs.
+    let max_vcpus = l.max_vcpu_count.min(state.admission().host_cpus());
     let vcpu_count = within(
         req.vcpu_count.unwrap_or(l.default_vcpu_count),
         1,
-        l.max_vcpu_count,
+        max_vcpus,
         |max| format!("vcpu count cannot exceed {max}"),
         |min, _| format!("vcpu_count must be at least {min}"),
     )?;

@@ -32,6 +32,7 @@ OFFICIAL_CLI = str(pathlib.Path(sys.executable).with_name("instavm"))
 # The first start of a server may build the base image.
 READY_TIMEOUT = 900
 LISTEN_RE = re.compile(r"^instavm server listening on (http://\S+)$", re.M)
+SSH_LISTEN_RE = re.compile(r"^instavm SSH gateway listening on \S+:(\d+)$", re.M)
 
 
 class Server:
@@ -49,12 +50,12 @@ class Server:
         if not os.access(BIN, os.X_OK):
             raise RuntimeError(f"{BIN} is missing: build it first (cargo build --release) or set INSTAVM_BIN")
         env = dict(os.environ, INSTAVM_ADMIN_API_KEY=self.admin_key, INSTAVM_LOG="info")
-        for name in ("INSTAVM_LISTEN", "INSTAVM_DATA_DIR", "INSTAVM_RUNTIME"):
+        for name in ("INSTAVM_LISTEN", "INSTAVM_SSH_LISTEN", "INSTAVM_DATA_DIR", "INSTAVM_RUNTIME"):
             env.pop(name, None)
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [BIN, "server", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--images-dir", IMAGES_DIR],
+                [BIN, "server", "--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--images-dir", IMAGES_DIR],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -62,6 +63,7 @@ class Server:
                 start_new_session=True,  # its own process group, killed as a whole at the end
             )
         self.base_url = self._wait_for_address(offset)
+        self.ssh_port = self._wait_for_ssh_port(offset)
         self._wait_until_healthy()
 
     def _check_alive(self):
@@ -79,6 +81,18 @@ class Server:
             self._check_alive()
             time.sleep(0.02)
         raise RuntimeError(f"the server did not report its address:\n{self.log()}")
+
+    def _wait_for_ssh_port(self, offset):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                match = SSH_LISTEN_RE.search(f.read().decode("utf-8", "replace"))
+            if match:
+                return int(match.group(1))
+            self._check_alive()
+            time.sleep(0.02)
+        raise RuntimeError(f"the server did not report its SSH gateway:\n{self.log()}")
 
     def _wait_until_healthy(self):
         deadline = time.monotonic() + READY_TIMEOUT

@@ -47,6 +47,8 @@ enum Command {
     Deploy(commands::deploy::DeployArgs),
     /// Open a terminal in a VM over the WebSocket API.
     Pty(commands::pty::PtyArgs),
+    /// SSH into a VM through the platform's SSH gateway (runs `ssh <vm_id>@<ssh_host>`).
+    Connect(commands::connect::ConnectArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Deploy(args)) => commands::deploy::run(args),
         Some(Command::Pty(args)) => block_on_code(commands::pty::run(args)),
+        Some(Command::Connect(args)) => commands::connect::run(args),
     };
     match result {
         Ok(code) => code,

@@ -26,6 +26,8 @@ impl RuntimeKind {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The SSH gateway's address (`None`: no gateway); port 0 picks a free port.
+    pub ssh_listen: Option<SocketAddr>,
     /// Database, admin key and the namespace runtime's state (images, layers, sandboxes) live
     /// here.
     pub data_dir: PathBuf,
@@ -197,6 +199,11 @@ impl ServerConfig {
     /// Where uploads wait when their file part arrives before the fields naming the target.
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")
+    }
+
+    /// The SSH gateway's ed25519 host key (OpenSSH format, mode 0600).
+    pub fn ssh_host_key_path(&self) -> PathBuf {
+        self.data_dir.join("ssh_host_ed25519_key")
     }
 }
 

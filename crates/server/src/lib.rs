@@ -18,6 +18,7 @@ pub mod lifecycle;
 mod routes;
 mod serve;
 mod sessions;
+mod ssh_gateway;
 mod sshkey;
 pub mod state;
 mod terminals;

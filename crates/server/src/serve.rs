@@ -39,6 +39,8 @@ pub enum ServeError {
     },
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("SSH gateway: {0}")]
+    Gateway(String),
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -86,6 +88,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     eprintln!("instavm server listening on http://{addr}");
     tracing::info!(%addr, runtime = state.runtime().name(), data_dir = %config.data_dir.display(), "listening");
 
+    let _gateway = match config.ssh_listen {
+        Some(ssh_addr) => Some(start_gateway(&config, ssh_addr, &state).await?),
+        None => None,
+    };
+
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -121,6 +128,29 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         Ok(Err(err)) => Err(ServeError::Serve(err)),
         Err(join) => Err(ServeError::Serve(std::io::Error::other(join.to_string()))),
     }
+}
+
+/// Start the SSH gateway with the host key kept in the data directory.
+async fn start_gateway(
+    config: &ServerConfig,
+    addr: SocketAddr,
+    state: &AppState,
+) -> Result<instavm_gateway::Gateway, ServeError> {
+    let key = instavm_gateway::load_or_create_host_key(&config.ssh_host_key_path())
+        .map_err(|e| ServeError::Gateway(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let directory = Arc::new(crate::ssh_gateway::GatewayDirectory {
+        state: state.clone(),
+    });
+    let gateway =
+        instavm_gateway::Gateway::start(listener, key, directory, state.runtime().clone())
+            .map_err(ServeError::Serve)?;
+    // A plain line, like the HTTP one, for scripts and tests that asked for port 0.
+    eprintln!("instavm SSH gateway listening on {}", gateway.local_addr);
+    tracing::info!(addr = %gateway.local_addr, "SSH gateway listening");
+    Ok(gateway)
 }
 
 /// The namespace runtime's configuration for a server data directory: the runtime keeps its

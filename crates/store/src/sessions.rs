@@ -204,6 +204,18 @@ impl Store {
 
 impl Store {
     /// The session with this VM id if, and only if, it belongs to `user_id`.
+    /// The session of VM `vm_id`, whoever owns it (the SSH gateway checks the owner's keys).
+    pub fn get_session_by_vm(&self, vm_id: &str) -> Result<Option<SessionRecord>> {
+        Ok(self
+            .reader()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sessions WHERE vm_id = ?1"),
+                params![vm_id],
+                from_row,
+            )
+            .optional()?)
+    }
+
     pub fn get_user_session_by_vm(
         &self,
         user_id: i64,

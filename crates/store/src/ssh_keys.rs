@@ -67,6 +67,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Whether `user_id` registered the key with this fingerprint (`SHA256:...`).
+    pub fn user_has_ssh_key(&self, user_id: i64, fingerprint: &str) -> Result<bool> {
+        let n: i64 = self.reader().query_row(
+            "SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?1 AND fingerprint = ?2",
+            params![user_id, fingerprint],
+            |row| row.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     pub fn count_ssh_keys(&self, user_id: i64) -> Result<u64> {
         Ok(self.reader().query_row(
             "SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?1",

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connect;
 pub mod deploy;
 pub mod exec;
 pub mod image;

@@ -18,6 +18,10 @@ pub struct ServerArgs {
     /// Address to listen on; port 0 picks a free port (the bound address is printed).
     #[arg(long, env = "INSTAVM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The SSH gateway's address (`ssh <vm_id>@host -p PORT`), or `off`; port 0 picks a free
+    /// port (the bound address is printed).
+    #[arg(long, env = "INSTAVM_SSH_LISTEN", default_value = "127.0.0.1:2222", value_parser = parse_ssh_listen)]
+    pub ssh_listen: SshListen,
     /// Where the database, the admin key and sandbox state live
     /// [default: <user data dir>/instavm, e.g. ~/.local/share/instavm].
     #[arg(long, env = "INSTAVM_DATA_DIR")]
@@ -52,6 +56,20 @@ pub struct ServerArgs {
     /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
     #[arg(short = 'j', long)]
     pub json: bool,
+}
+
+/// `--ssh-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct SshListen(pub Option<SocketAddr>);
+
+fn parse_ssh_listen(text: &str) -> Result<SshListen, String> {
+    match text.trim() {
+        "off" | "none" | "" => Ok(SshListen(None)),
+        addr => addr
+            .parse()
+            .map(|a| SshListen(Some(a)))
+            .map_err(|e| format!("{addr:?} is not an address like 127.0.0.1:2222, nor `off`: {e}")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +126,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             init_logging(args.json);
             let config = ServerConfig {
                 listen: args.listen,
+                ssh_listen: args.ssh_listen.0,
                 data_dir: data_dir(args.data_dir)?,
                 images_dir: args.images_dir,
                 runtime: match args.runtime {

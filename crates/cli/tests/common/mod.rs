@@ -110,6 +110,8 @@ impl TestServer {
                 "server",
                 "--listen",
                 "127.0.0.1:0",
+                "--ssh-listen",
+                "127.0.0.1:0",
                 "--runtime",
                 &self.runtime,
             ])
@@ -121,6 +123,7 @@ impl TestServer {
             .env("INSTAVM_ADMIN_API_KEY", &self.admin_key)
             .env("INSTAVM_LOG", "info")
             .env_remove("INSTAVM_LISTEN")
+            .env_remove("INSTAVM_SSH_LISTEN")
             .env_remove("INSTAVM_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -13,6 +13,7 @@ pub use types::*;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use tokio::io::AsyncRead;
 use tokio::sync::broadcast;
@@ -48,6 +49,9 @@ pub enum RuntimeError {
     /// user: the host is at capacity (sandbox count, address pool).
     #[error("capacity exhausted: {0}")]
     Exhausted(String),
+    /// user: this backend cannot do what was asked (e.g. snapshots on a backend without them).
+    #[error("not supported by the {backend} runtime: {what}")]
+    Unsupported { backend: &'static str, what: String },
     /// ours: the host lacks something the backend needs.
     #[error("runtime unavailable: {0}")]
     Unavailable(String),
@@ -83,6 +87,7 @@ impl RuntimeError {
                 | RuntimeError::InvalidSpec(_)
                 | RuntimeError::QuotaExceeded(_)
                 | RuntimeError::Exhausted(_)
+                | RuntimeError::Unsupported { .. }
         )
     }
 }
@@ -144,4 +149,45 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Lifecycle events (a sandbox expired, died or was destroyed).
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+
+    // ---- capabilities a backend may lack: the defaults say so with `Unsupported` ----
+
+    /// Take a read-only snapshot of the sandbox's writable layer (its files, not its
+    /// processes or memory) under `snapshot`. A sandbox created with
+    /// `SandboxSpec::from_snapshot` starts from a writable copy of it.
+    async fn snapshot(&self, id: &SandboxId, snapshot: &SnapshotId) -> Result<SnapshotInfo> {
+        let _ = (id, snapshot);
+        Err(self.unsupported("disk snapshots"))
+    }
+
+    /// Delete a snapshot. Sandboxes started from it are not affected. Unknown is `NotFound`.
+    async fn delete_snapshot(&self, snapshot: &SnapshotId) -> Result<()> {
+        let _ = snapshot;
+        Err(self.unsupported("disk snapshots"))
+    }
+
+    /// Every snapshot the backend holds (to clean up after a crash).
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        Ok(Vec::new())
+    }
+
+    /// Change the memory limit of a running sandbox.
+    async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
+        let _ = (id, memory_mb);
+        Err(self.unsupported("changing memory live"))
+    }
+
+    /// Add environment variables to a running sandbox: the running interpreter and every
+    /// later process see them. They are kept in memory only, never on the sandbox's disk.
+    async fn push_env(&self, id: &SandboxId, env: BTreeMap<String, String>) -> Result<()> {
+        let _ = (id, env);
+        Err(self.unsupported("staging environment variables"))
+    }
+
+    fn unsupported(&self, what: &str) -> RuntimeError {
+        RuntimeError::Unsupported {
+            backend: self.name(),
+            what: what.to_owned(),
+        }
+    }
 }

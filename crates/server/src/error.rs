@@ -139,6 +139,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Exhausted(m) => {
                 ApiError::TooManyRequests(format!("the host is at capacity ({m}); retry later"))
             }
+            err @ RuntimeError::Unsupported { .. } => ApiError::Unprocessable(err.to_string()),
             err @ (RuntimeError::Unavailable(_)
             | RuntimeError::Agent(_)
             | RuntimeError::Io { .. }) => ApiError::Internal(format!("runtime: {err}")),

@@ -15,9 +15,11 @@ pub mod lifecycle;
 mod routes;
 mod serve;
 mod sessions;
+mod snapshots;
 mod sshkey;
 pub mod state;
 mod usage;
+mod vms;
 
 pub use config::{Limits, RuntimeKind, ServerConfig};
 pub use routes::app;

@@ -119,8 +119,14 @@ impl Store {
     }
 
     /// Bind an existing session to a VM that now runs (a resume or a respawn), making the
-    /// session active again; `others` are written in the same transaction (the VM it replaces).
-    pub fn rebind_session(&self, vm: &VmRow, others: &[&VmRow]) -> Result<()> {
+    /// session active again until `session_expires_at`; `others` are written in the same
+    /// transaction (the VM it replaces).
+    pub fn rebind_session(
+        &self,
+        vm: &VmRow,
+        session_expires_at: DateTime<Utc>,
+        others: &[&VmRow],
+    ) -> Result<()> {
         let sandbox = vm.sandbox_id.as_deref().unwrap_or_default();
         let mut conn = self.writer();
         let tx = conn.transaction()?;
@@ -132,7 +138,7 @@ impl Store {
                 vm.record.session_id,
                 vm.record.vm_id,
                 sandbox,
-                to_millis(vm.record.expires_at)
+                to_millis(session_expires_at)
             ],
         )?;
         if changed == 0 {

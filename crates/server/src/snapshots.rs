@@ -74,7 +74,11 @@ async fn begin(state: &AppState, vm: &VmRow, name: String) -> ApiResult<Snapshot
 }
 
 /// Ask the runtime for the snapshot and record the outcome.
-async fn finish(state: &AppState, sandbox: SandboxId, mut row: SnapshotRow) -> ApiResult<SnapshotRecord> {
+async fn finish(
+    state: &AppState,
+    sandbox: SandboxId,
+    mut row: SnapshotRow,
+) -> ApiResult<SnapshotRecord> {
     let id = SnapshotId::parse(&row.record.id)
         .ok_or_else(|| ApiError::Internal(format!("bad snapshot id {}", row.record.id)))?;
     let started = std::time::Instant::now();

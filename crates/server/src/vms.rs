@@ -194,8 +194,7 @@ async fn boot(
     let now = Utc::now();
     row.sandbox_id = Some(sandbox.id.to_string());
     row.record.status = VmState::Active;
-    row.record.expires_at =
-        now + chrono::Duration::seconds(row.record.vm_lifetime_seconds as i64);
+    row.record.expires_at = now + chrono::Duration::seconds(row.record.vm_lifetime_seconds as i64);
     let stored = {
         let row = row.clone();
         let session_expires_at = sandbox.expires_at;
@@ -347,9 +346,7 @@ async fn move_expiry(state: &AppState, row: &VmRow) -> ApiResult<()> {
     }
     state.runtime().set_expiry(&sandbox_of(row)?, at).await?;
     let session = row.record.session_id.clone();
-    state
-        .db(move |s| s.set_session_expiry(&session, at))
-        .await
+    state.db(move |s| s.set_session_expiry(&session, at)).await
 }
 
 /// `DELETE`: snapshot first when asked, then end the session and stop the sandbox.
@@ -367,7 +364,13 @@ pub async fn delete(state: &AppState, row: VmRow) -> ApiResult<VmRecord> {
                 snapshot_before_end(state, &row).await?;
             }
             let session = session_of(state, &row).await?;
-            sessions::end(state, &session, SessionState::Terminated, reason::VM_DELETED).await?;
+            sessions::end(
+                state,
+                &session,
+                SessionState::Terminated,
+                reason::VM_DELETED,
+            )
+            .await?;
         }
         VmState::Suspended => {
             sessions::mark_ended(
@@ -430,7 +433,9 @@ pub async fn suspend(state: &AppState, mut row: VmRow, why: &str) -> ApiResult<V
     }
     match state.runtime().destroy(&sandbox).await {
         Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-        Err(err) => tracing::warn!(vm_id = %row.record.vm_id, error = %err, "stopping a suspended VM's sandbox failed"),
+        Err(err) => {
+            tracing::warn!(vm_id = %row.record.vm_id, error = %err, "stopping a suspended VM's sandbox failed")
+        }
     }
     tracing::info!(vm_id = %row.record.vm_id, reason = why, "VM suspended");
     Ok(row.record)
@@ -469,8 +474,9 @@ pub async fn resume(state: &AppState, old: VmRow, wait: bool) -> ApiResult<VmRec
         )));
     };
     let snap = old.record.suspend_snapshot_id.clone().unwrap_or_default();
-    let from = SnapshotId::parse(&snap)
-        .ok_or_else(|| ApiError::Internal(format!("VM {} has no suspend snapshot", old.record.vm_id)))?;
+    let from = SnapshotId::parse(&snap).ok_or_else(|| {
+        ApiError::Internal(format!("VM {} has no suspend snapshot", old.record.vm_id))
+    })?;
     let now = Utc::now();
     let r = &old.record;
     let new_id = new_vm_id();
@@ -615,7 +621,11 @@ pub async fn reconcile(state: &AppState) -> ApiResult<()> {
         fail(state, row, &ApiError::Conflict(INTERRUPTED.into())).await;
     }
     let snaps = snapshots::reconcile(state).await?;
-    tracing::info!(interrupted_creates = interrupted, cleaned_snapshots = snaps, "reconciled VMs");
+    tracing::info!(
+        interrupted_creates = interrupted,
+        cleaned_snapshots = snaps,
+        "reconciled VMs"
+    );
     Ok(())
 }
 

@@ -59,8 +59,9 @@ impl Store {
 
     pub fn snapshots_with_status(&self, status: SnapshotState) -> Result<Vec<SnapshotRow>> {
         let conn = self.reader();
-        let mut stmt =
-            conn.prepare(&format!("SELECT {COLUMNS} FROM snapshots WHERE status = ?1"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE status = ?1"
+        ))?;
         let rows = stmt.query_map([status.as_str()], from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -101,10 +101,14 @@ async fn create(
         if session.status == instavm_api::SessionState::Active
             || session.status == instavm_api::SessionState::Suspended
         {
-            return Ok(Json(vms::for_session(&state, session, new, wait(&q)).await?));
+            return Ok(Json(
+                vms::for_session(&state, session, new, wait(&q)).await?,
+            ));
         }
         check_active_limit(&state, user.id).await?;
-        return Ok(Json(vms::for_session(&state, session, new, wait(&q)).await?));
+        return Ok(Json(
+            vms::for_session(&state, session, new, wait(&q)).await?,
+        ));
     }
     check_active_limit(&state, user.id).await?;
     Ok(Json(vms::create(&state, new, wait(&q)).await?))
@@ -234,9 +238,13 @@ async fn snapshot(
     ApiJson(req): ApiJson<SnapshotVmRequest>,
 ) -> ApiResult<Json<SnapshotRecord>> {
     let row = vms::owned(&state, user.id, &vm_id).await?;
-    let name = req
-        .name
-        .unwrap_or_else(|| format!("{}-{}", row.record.vm_id, chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+    let name = req.name.unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            row.record.vm_id,
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        )
+    });
     Ok(Json(
         snapshots::take_from_request(&state, &row, name, wait(&q)).await?,
     ))

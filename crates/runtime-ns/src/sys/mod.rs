@@ -2,6 +2,9 @@
 //! with the reason it is sound.
 
 pub mod netlink;
+mod btrfs_snap;
+
+pub use btrfs_snap::btrfs_snapshot;
 
 use std::ffi::CString;
 use std::fs::File;

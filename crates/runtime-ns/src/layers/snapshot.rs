@@ -1,0 +1,137 @@
+//! Snapshots of writable layers, kept in `<layers>/snapshots/<snapshot id>`.
+//!
+//! On btrfs a snapshot is a read-only subvolume snapshot of the sandbox's layer (O(1), copy on
+//! write), and a sandbox booted from it gets a writable snapshot of that. On the tmpfs fallback
+//! the layer's files are copied (`cp -a`, keeping owners, modes, xattrs and overlay whiteouts)
+//! to the host disk and back: it costs time in proportion to the data.
+
+use super::{Backend, Layer, Layers};
+use crate::sys;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What taking a snapshot cost.
+pub struct Taken {
+    pub size_bytes: u64,
+    pub copied: bool,
+}
+
+impl Layers {
+    fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+
+    pub fn has_snapshot(&self, snap: &str) -> bool {
+        self.snapshots_dir().join(snap).exists()
+    }
+
+    /// Snapshot the layer of sandbox `id` as `snap`.
+    pub fn snapshot(&self, id: &str, snap: &str) -> io::Result<Taken> {
+        let dir = self.snapshots_dir();
+        fs::create_dir_all(&dir)?;
+        if dir.join(snap).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("snapshot {snap} exists"),
+            ));
+        }
+        let size_bytes = self.usage(id);
+        match self.backend {
+            Backend::Btrfs => {
+                sys::btrfs_snapshot(&self.path(id), &dir, snap, true)?;
+                Ok(Taken {
+                    size_bytes,
+                    copied: false,
+                })
+            }
+            Backend::Tmpfs => {
+                // Copy beside it, then rename: a crash never leaves a half-copied snapshot
+                // under its real name.
+                let tmp = dir.join(format!("{snap}.tmp"));
+                let _ = fs::remove_dir_all(&tmp);
+                fs::create_dir_all(&tmp)?;
+                copy_tree(&self.path(id).join("upper"), &tmp.join("upper"))?;
+                fs::rename(&tmp, dir.join(snap))?;
+                Ok(Taken {
+                    size_bytes,
+                    copied: true,
+                })
+            }
+        }
+    }
+
+    /// A new layer for sandbox `id` holding the files of snapshot `snap`.
+    pub fn create_from_snapshot(&self, id: &str, quota_bytes: u64, snap: &str) -> io::Result<Layer> {
+        let source = self.snapshots_dir().join(snap);
+        if !source.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no snapshot {snap}"),
+            ));
+        }
+        match self.backend {
+            Backend::Btrfs => {
+                sys::btrfs_snapshot(&source, &self.dir, id, false)?;
+                let root = self.path(id);
+                sys::btrfs_set_quota(&root, quota_bytes)?;
+                let layer = Layer {
+                    upper: root.join("upper"),
+                    work: root.join("work"),
+                };
+                // overlayfs wants its own, empty work directory.
+                let _ = fs::remove_dir_all(&layer.work);
+                fs::create_dir_all(&layer.upper)?;
+                fs::create_dir_all(&layer.work)?;
+                Ok(layer)
+            }
+            Backend::Tmpfs => {
+                let layer = self.create(id, quota_bytes)?;
+                fs::remove_dir(&layer.upper)?;
+                copy_tree(&source.join("upper"), &layer.upper)?;
+                Ok(layer)
+            }
+        }
+    }
+
+    pub fn delete_snapshot(&self, snap: &str) -> io::Result<()> {
+        let dir = self.snapshots_dir();
+        let path = dir.join(snap);
+        if !path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no snapshot {snap}"),
+            ));
+        }
+        match self.backend {
+            Backend::Btrfs => sys::btrfs_delete_subvolume(&dir, snap),
+            Backend::Tmpfs => fs::remove_dir_all(&path),
+        }
+    }
+
+    /// Names of the snapshots held (half-made copies excluded).
+    pub fn list_snapshots(&self) -> Vec<String> {
+        fs::read_dir(self.snapshots_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| instavm_runtime::SnapshotId::parse(n).is_some())
+            .collect()
+    }
+}
+
+/// `cp -a`: the simplest way to keep everything overlayfs stores in an upper directory.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let out = Command::new("cp").arg("-a").arg(from).arg(to).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "cp -a {} {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

@@ -63,7 +63,12 @@ impl Layers {
     }
 
     /// A new layer for sandbox `id` holding the files of snapshot `snap`.
-    pub fn create_from_snapshot(&self, id: &str, quota_bytes: u64, snap: &str) -> io::Result<Layer> {
+    pub fn create_from_snapshot(
+        &self,
+        id: &str,
+        quota_bytes: u64,
+        snap: &str,
+    ) -> io::Result<Layer> {
         let source = self.snapshots_dir().join(snap);
         if !source.exists() {
             return Err(io::Error::new(

@@ -1,8 +1,8 @@
 //! Raw system calls of the namespace backend. Every `unsafe` block of the crate lives here, each
 //! with the reason it is sound.
 
-pub mod netlink;
 mod btrfs_snap;
+pub mod netlink;
 
 pub use btrfs_snap::btrfs_snapshot;
 

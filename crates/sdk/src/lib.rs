@@ -18,6 +18,7 @@
 //! ```
 
 mod error;
+mod vms;
 
 pub use error::Error;
 pub use instavm_api::*;

@@ -6,6 +6,8 @@ pub mod deploy;
 pub mod exec;
 pub mod image;
 pub mod server;
+pub mod snapshots;
+pub mod vms;
 pub mod whoami;
 
 use crate::config::{self, Overrides, Settings};

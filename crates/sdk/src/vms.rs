@@ -28,8 +28,11 @@ impl Client {
     }
 
     pub async fn update_vm(&self, vm_id: &str, req: &UpdateVmRequest) -> Result<VmRecord> {
-        self.send(self.request(Method::PATCH, &["v1", "vms", vm_id])?.json(req))
-            .await
+        self.send(
+            self.request(Method::PATCH, &["v1", "vms", vm_id])?
+                .json(req),
+        )
+        .await
     }
 
     pub async fn delete_vm(&self, vm_id: &str) -> Result<VmRecord> {
@@ -48,7 +51,12 @@ impl Client {
         self.send(http.query(&wait_query(wait))).await
     }
 
-    pub async fn clone_vm(&self, vm_id: &str, req: &CloneVmRequest, wait: bool) -> Result<VmRecord> {
+    pub async fn clone_vm(
+        &self,
+        vm_id: &str,
+        req: &CloneVmRequest,
+        wait: bool,
+    ) -> Result<VmRecord> {
         let http = self.request(Method::POST, &["v1", "vms", vm_id, "clone"])?;
         self.send(http.query(&wait_query(wait)).json(req)).await
     }
@@ -65,8 +73,11 @@ impl Client {
 
     /// Put variables into the running VM's processes; they are never stored.
     pub async fn stage_env(&self, vm_id: &str, entries: Vec<EnvEntry>) -> Result<StageEnvResponse> {
-        self.post(&["v1", "vms", vm_id, "stage-env"], &StageEnvRequest { entries })
-            .await
+        self.post(
+            &["v1", "vms", vm_id, "stage-env"],
+            &StageEnvRequest { entries },
+        )
+        .await
     }
 
     /// `GET /v1/snapshots[?type=]`.

@@ -95,7 +95,9 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
         SnapshotCommand::Create(a) => {
             let client = a.rt.client()?;
             let spinner = Spinner::start(a.rt.json, "Taking snapshot");
-            let req = SnapshotVmRequest { name: a.name.clone() };
+            let req = SnapshotVmRequest {
+                name: a.name.clone(),
+            };
             let snap = client.snapshot_vm(&a.vm_id, &req, true).await?;
             drop(spinner);
             emit(a.rt.json, &snap, &lines("Snapshot created", &snap))
@@ -115,10 +117,16 @@ pub async fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
             let client = a.rt.client()?;
             let res = client.delete_snapshot(&a.snapshot_id).await?;
             let mut payload = json!({ "snapshot_id": a.snapshot_id });
-            if let (Some(obj), Value::Object(rest)) = (payload.as_object_mut(), serde_json::to_value(&res)?) {
+            if let (Some(obj), Value::Object(rest)) =
+                (payload.as_object_mut(), serde_json::to_value(&res)?)
+            {
                 obj.extend(rest);
             }
-            emit(a.rt.json, &payload, &[format!("Deleted snapshot {}", a.snapshot_id)])
+            emit(
+                a.rt.json,
+                &payload,
+                &[format!("Deleted snapshot {}", a.snapshot_id)],
+            )
         }
     }
 }

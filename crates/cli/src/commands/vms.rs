@@ -65,7 +65,9 @@ fn volume(spec: &str) -> anyhow::Result<Value> {
         ("rw", Some(_)) => bail!("invalid --volume {spec:?}: a checkpoint needs mode ro"),
         _ => bail!("invalid --volume {spec:?}: mode must be rw or ro"),
     };
-    Ok(json!({"volume_id": parts[0], "mount_path": parts[1], "mode": mode, "checkpoint_id": checkpoint}))
+    Ok(
+        json!({"volume_id": parts[0], "mount_path": parts[1], "mode": mode, "checkpoint_id": checkpoint}),
+    )
 }
 
 fn dedup(items: &[String]) -> Vec<String> {
@@ -156,7 +158,10 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         if vms.is_empty() {
             lines.push("  none".into());
         } else {
-            lines.extend(table(&["VM ID", "Status", "Session", "MB", "Created"], &rows));
+            lines.extend(table(
+                &["VM ID", "Status", "Session", "MB", "Created"],
+                &rows,
+            ));
         }
         emit(args.rt.json, &json!({ "vms": vms }), &lines)?;
         match args.watch {
@@ -182,7 +187,9 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         let vm = client.delete_vm(id).await?;
         lines.push(format!("Deleted {id} ({})", vm.status.as_str()));
         let mut entry = json!({ "vm_id": id });
-        if let (Some(obj), Value::Object(rest)) = (entry.as_object_mut(), serde_json::to_value(&vm)?) {
+        if let (Some(obj), Value::Object(rest)) =
+            (entry.as_object_mut(), serde_json::to_value(&vm)?)
+        {
             obj.extend(rest);
         }
         results.push(entry);

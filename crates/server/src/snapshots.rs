@@ -157,6 +157,21 @@ pub async fn delete(state: &AppState, row: SnapshotRow) -> ApiResult<()> {
             row.record.id
         )));
     }
+    // A suspended VM's disk lives only in its suspend snapshot.
+    let (user_id, snap_id) = (row.user_id, row.record.id.clone());
+    let holder = state
+        .db(move |s| s.vms_with_status(VmState::Suspended))
+        .await?
+        .into_iter()
+        .find(|vm| {
+            vm.user_id == user_id && vm.record.suspend_snapshot_id.as_deref() == Some(&snap_id)
+        });
+    if let Some(vm) = holder {
+        return Err(ApiError::Conflict(format!(
+            "snapshot {} holds the disk of suspended VM {}; resume or delete the VM first",
+            row.record.id, vm.record.vm_id
+        )));
+    }
     if let Some(id) = SnapshotId::parse(&row.record.id) {
         match state.runtime().delete_snapshot(&id).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}

@@ -305,6 +305,16 @@ async fn bad_input_is_a_clear_4xx() {
             StatusCode::NOT_FOUND,
             "session not found",
         ),
+        (
+            json!({"vault_ids": vec!["v"; 100]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "vault_ids",
+        ),
+        (
+            json!({"auto_suspend": "yes"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "auto_suspend",
+        ),
     ];
     for (body, status, words) in cases {
         let (s, b) = api.post("/v1/vms?wait=true", &key, body.clone()).await;
@@ -480,6 +490,12 @@ async fn suspend_resume_cycles_keep_every_file() {
             (StatusCode::OK, Some("suspended")),
             "{b}"
         );
+        // Its disk lives in the suspend snapshot, which cannot be deleted meanwhile.
+        let snap = b["suspend_snapshot_id"].as_str().unwrap();
+        let (s, _) = api
+            .call(Method::DELETE, &format!("/v1/snapshots/{snap}"), &key, None)
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT);
         // Without auto_resume, the session says how to get it back.
         let (s, _) = api
             .post("/execute", &key, json!({"command": "x", "session_id": sid}))

@@ -17,6 +17,8 @@ mod vms;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vm_tests;
 
 pub use records::*;
 pub use ssh_keys::NewSshKey;

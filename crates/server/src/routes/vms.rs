@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use instavm_api::{
-    CloneVmRequest, CreateVmRequest, SnapshotRecord, SnapshotVmRequest, StageEnvRequest,
-    StageEnvResponse, StartSessionRequest, UpdateVmRequest, VmRecord, WaitQuery,
+    CloneVmRequest, CreateVmRequest, SessionState, SnapshotRecord, SnapshotVmRequest,
+    StageEnvRequest, StageEnvResponse, StartSessionRequest, UpdateVmRequest, VmRecord, WaitQuery,
 };
 use instavm_runtime::SnapshotId;
 use std::collections::BTreeMap;
@@ -60,6 +60,7 @@ async fn create(
     if let Some(name) = &req.snapshot_name {
         snapshots::check_name(name)?;
     }
+    check_vault_ids(req.vault_ids.as_ref())?;
     let mut spec = super::sessions::sandbox_spec(
         &state,
         &StartSessionRequest {
@@ -98,20 +99,35 @@ async fn create(
     };
     if let Some(sid) = &req.session_id {
         let session = sessions::owned(&state, user.id, sid).await?;
-        if session.status == instavm_api::SessionState::Active
-            || session.status == instavm_api::SessionState::Suspended
-        {
-            return Ok(Json(
-                vms::for_session(&state, session, new, wait(&q)).await?,
-            ));
+        // Attaching to a running (or suspended) session's VM starts nothing new.
+        if !matches!(
+            session.status,
+            SessionState::Active | SessionState::Suspended
+        ) {
+            check_active_limit(&state, user.id).await?;
         }
-        check_active_limit(&state, user.id).await?;
         return Ok(Json(
             vms::for_session(&state, session, new, wait(&q)).await?,
         ));
     }
     check_active_limit(&state, user.id).await?;
     Ok(Json(vms::create(&state, new, wait(&q)).await?))
+}
+
+/// Most vault ids one VM may name.
+const MAX_VAULT_IDS: usize = 64;
+
+fn check_vault_ids(ids: Option<&Vec<String>>) -> ApiResult<()> {
+    match ids {
+        Some(ids) if ids.len() > MAX_VAULT_IDS => Err(ApiError::Unprocessable(format!(
+            "vault_ids has {} entries; at most {MAX_VAULT_IDS} are allowed",
+            ids.len()
+        ))),
+        Some(ids) if ids.iter().any(|i| i.is_empty() || i.len() > 128) => Err(
+            ApiError::Unprocessable("vault_ids entries must be 1 to 128 bytes".into()),
+        ),
+        _ => Ok(()),
+    }
 }
 
 async fn check_active_limit(state: &AppState, user_id: i64) -> ApiResult<()> {
@@ -155,6 +171,7 @@ async fn update(
     if let Some(name) = &req.snapshot_name {
         snapshots::check_name(name)?;
     }
+    check_vault_ids(req.vault_ids.as_ref())?;
     let row = vms::owned(&state, user.id, &vm_id).await?;
     Ok(Json(vms::update(&state, row, req).await?))
 }

@@ -140,3 +140,54 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// The tmpfs fallback copies: owners, modes and symlinks survive both ways. Needs root
+    /// (tmpfs mounts); passes without doing anything otherwise.
+    #[test]
+    fn tmpfs_snapshots_copy_the_upper_directory() {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the process's effective user.
+        if fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = Layers {
+            dir: tmp.path().join("layers"),
+            backend: Backend::Tmpfs,
+        };
+        fs::create_dir_all(&layers.dir).unwrap();
+        let (a, b) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+        let layer = layers.create(a, 16 << 20).unwrap();
+        fs::write(layer.upper.join("f"), b"data").unwrap();
+        fs::set_permissions(layer.upper.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+        symlink("f", layer.upper.join("link")).unwrap();
+        let taken = layers.snapshot(a, "snap_t").unwrap();
+        assert!(taken.copied);
+        fs::write(layer.upper.join("later"), b"x").unwrap();
+        assert_eq!(layers.list_snapshots(), vec!["snap_t".to_owned()]);
+
+        let booted = layers.create_from_snapshot(b, 16 << 20, "snap_t").unwrap();
+        assert_eq!(fs::read(booted.upper.join("f")).unwrap(), b"data");
+        let mode = fs::metadata(booted.upper.join("f"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            fs::read_link(booted.upper.join("link")).unwrap(),
+            Path::new("f")
+        );
+        assert!(!booted.upper.join("later").exists());
+        assert!(booted.work.is_dir());
+
+        layers.delete_snapshot("snap_t").unwrap();
+        assert!(layers.delete_snapshot("snap_t").is_err());
+        layers.remove(a).unwrap();
+        layers.remove(b).unwrap();
+    }
+}

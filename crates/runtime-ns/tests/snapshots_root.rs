@@ -28,6 +28,10 @@ async fn snapshot_then_boot_keeps_files_before_not_after() {
     let started = Instant::now();
     let info = env.rt.snapshot(&sb.id, &snap).await.unwrap();
     eprintln!("snapshot took {:?} ({info:?})", started.elapsed());
+    if env.rt.layer_backend() == instavm_runtime_ns::LayerBackend::Btrfs {
+        assert!(!info.copied);
+        assert!(info.size_bytes > 0, "{info:?}");
+    }
     assert_eq!(env.sh(&sb.id, "echo two > /app/after").await.exit_code, 0);
 
     let booted = env

@@ -37,18 +37,20 @@ impl Layers {
                 format!("snapshot {snap} exists"),
             ));
         }
-        let size_bytes = self.usage(id);
         match self.backend {
             Backend::Btrfs => {
                 sys::btrfs_snapshot(&self.path(id), &dir, snap, true)?;
+                // Read after: the snapshot commits the transaction that brings the qgroup
+                // figures up to date.
                 Ok(Taken {
-                    size_bytes,
+                    size_bytes: self.usage(id),
                     copied: false,
                 })
             }
             Backend::Tmpfs => {
                 // Copy beside it, then rename: a crash never leaves a half-copied snapshot
                 // under its real name.
+                let size_bytes = self.usage(id);
                 let tmp = dir.join(format!("{snap}.tmp"));
                 let _ = fs::remove_dir_all(&tmp);
                 fs::create_dir_all(&tmp)?;

@@ -49,6 +49,19 @@ pub async fn active(state: &AppState, user_id: i64, id: &str) -> ApiResult<Sessi
     Ok(rec)
 }
 
+/// The caller's session, active or suspended (a kill ends either, without resuming it).
+pub async fn active_or_suspended(
+    state: &AppState,
+    user_id: i64,
+    id: &str,
+) -> ApiResult<SessionRecord> {
+    let rec = owned(state, user_id, id).await?;
+    match rec.status {
+        SessionState::Active | SessionState::Suspended => Ok(rec),
+        _ => Err(ended_error(&rec)),
+    }
+}
+
 /// 404 for a session that exists (and is the caller's) but has ended.
 pub fn ended_error(rec: &SessionRecord) -> ApiError {
     ApiError::NotFound(format!(

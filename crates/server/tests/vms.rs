@@ -530,6 +530,13 @@ async fn suspend_resume_cycles_keep_every_file() {
         api.get("/v1/vms", &key).await.1.as_array().unwrap().len(),
         1
     );
+    // A kill ends a suspended session (and its VM) without resuming it.
+    api.post(&format!("/v1/vms/{vm_id}/suspend"), &key, json!({}))
+        .await;
+    let (s, b) = api.post("/kill", &key, json!({"session_id": sid})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = api.get(&format!("/v1/vms/{vm_id}"), &key).await;
+    assert_eq!(b["status"], "terminated");
 }
 
 #[tokio::test]

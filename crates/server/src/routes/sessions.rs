@@ -374,7 +374,7 @@ pub async fn kill(
     Principal(user): Principal,
     ApiJson(req): ApiJson<KillRequest>,
 ) -> ApiResult<Json<KillResponse>> {
-    let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let rec = sessions::active_or_suspended(&state, user.id, &req.session_id).await?;
     if !sessions::end(&state, &rec, SessionState::Terminated, reason::KILLED).await? {
         let id = rec.id.clone();
         let now = state.db(move |s| s.get_session(&id)).await?;

@@ -100,13 +100,14 @@ pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRec
     let now = Utc::now();
     let lifetime = new.spec.lifetime;
     let rebind = new.session_id.is_some();
+    let vm_id = new_vm_id();
     let row = VmRow {
         user_id: new.user_id,
         sandbox_id: None,
         env: new.spec.env.clone(),
         record: VmRecord {
-            vm_id: new_vm_id(),
-            id: String::new(),
+            id: vm_id.clone(),
+            vm_id,
             session_id: new
                 .session_id
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -131,8 +132,6 @@ pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRec
             resumed_vm_id: None,
         },
     };
-    let mut row = row;
-    row.record.id = row.record.vm_id.clone();
     start_boot(state, row, new.spec, rebind, None, wait).await
 }
 
@@ -373,6 +372,12 @@ pub async fn delete(state: &AppState, row: VmRow) -> ApiResult<VmRecord> {
             .await?;
         }
         VmState::Suspended => {
+            if ResumeGuard::busy(&row.record.vm_id) {
+                return Err(ApiError::Conflict(format!(
+                    "VM {} is being resumed; delete the VM it resumes as",
+                    row.record.vm_id
+                )));
+            }
             sessions::mark_ended(
                 state,
                 &row.record.session_id,
@@ -452,6 +457,25 @@ impl ResumeGuard {
     }
 }
 
+impl ResumeGuard {
+    fn busy(vm_id: &str) -> bool {
+        let set = RESUMING.lock().unwrap_or_else(|e| e.into_inner());
+        set.as_ref().is_some_and(|s| s.contains(vm_id))
+    }
+}
+
+/// Wait (up to the longest create) for a resume someone else started.
+async fn wait_for_resume(vm_id: &str) -> ApiResult<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while ResumeGuard::busy(vm_id) {
+        if std::time::Instant::now() > deadline {
+            return Err(ApiError::Conflict(format!("VM {vm_id} is still resuming")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 impl Drop for ResumeGuard {
     fn drop(&mut self) {
         let mut set = RESUMING.lock().unwrap_or_else(|e| e.into_inner());
@@ -464,15 +488,21 @@ impl Drop for ResumeGuard {
 /// Resume: boot a new VM from the suspend snapshot, bound to the same session; the old record
 /// says which VM took over.
 pub async fn resume(state: &AppState, old: VmRow, wait: bool) -> ApiResult<VmRecord> {
-    if old.record.status != VmState::Suspended {
-        return Err(not_in_state(&old.record, "suspended"));
-    }
     let Some(guard) = ResumeGuard::take(&old.record.vm_id) else {
         return Err(ApiError::Conflict(format!(
             "VM {} is being resumed already",
             old.record.vm_id
         )));
     };
+    // Read it again under the guard: another resume may have finished since `old` was read.
+    let id = old.record.vm_id.clone();
+    let old = state
+        .db(move |s| s.get_vm(&id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(NOT_FOUND.into()))?;
+    if old.record.status != VmState::Suspended {
+        return Err(not_in_state(&old.record, "suspended"));
+    }
     let snap = old.record.suspend_snapshot_id.clone().unwrap_or_default();
     let from = SnapshotId::parse(&snap).ok_or_else(|| {
         ApiError::Internal(format!("VM {} has no suspend snapshot", old.record.vm_id))
@@ -574,7 +604,19 @@ pub async fn stage_env(
 pub async fn wake_session(state: &AppState, session: &SessionRecord) -> ApiResult<()> {
     let row = of_session(state, session).await?;
     if row.record.status == VmState::Suspended && row.record.auto_resume {
-        resume(state, row, true).await.map(drop)
+        if ResumeGuard::busy(&row.record.vm_id) {
+            // Another request is resuming it: wait for that one instead of failing.
+            return wait_for_resume(&row.record.vm_id).await;
+        }
+        let Err(err) = resume(state, row, true).await else {
+            return Ok(());
+        };
+        // Another request may have resumed it meanwhile: that is what this caller wanted.
+        let id = session.id.clone();
+        match state.db(move |s| s.get_session(&id)).await? {
+            Some(now) if now.status == SessionState::Active => Ok(()),
+            _ => Err(err),
+        }
     } else {
         Err(ApiError::Conflict(format!(
             "session {} is suspended: resume its VM {} first (POST /v1/vms/{}/resume)",

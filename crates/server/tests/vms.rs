@@ -20,10 +20,14 @@ struct Api {
     state: AppState,
     fake: Arc<FakeRuntime>,
     store: Store,
+    _dir: tempfile::TempDir,
 }
 
+/// A file-backed store (WAL, as the real server has): concurrent requests behave as in
+/// production, which a shared-cache in-memory database does not.
 fn api() -> Api {
-    let store = Store::open_in_memory().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("instavm.db")).unwrap();
     let fake = Arc::new(FakeRuntime::with_exec_handler(|_, _| ExecOutput {
         stdout: "ok\n".into(),
         stderr: String::new(),
@@ -41,6 +45,7 @@ fn api() -> Api {
         state,
         fake,
         store,
+        _dir: dir,
     }
 }
 
@@ -552,11 +557,28 @@ async fn auto_resume_wakes_a_suspended_vm_on_execute() {
         json!({}),
     )
     .await;
-    let (s, b) = api
-        .post("/execute", &key, json!({"command": "x", "session_id": sid}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    // Several requests at once: one resumes, the others wait for it.
+    let body = json!({"command": "x", "session_id": sid});
+    let answers = futures_join(&api, &key, &body).await;
+    for (s, b) in answers {
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
     assert_eq!(api.download(&key, sid, "/app/x").await, Ok("kept".into()));
+    let (_, running) = api.get("/v1/vms", &key).await;
+    assert_eq!(
+        running.as_array().unwrap().len(),
+        1,
+        "resumed once: {running}"
+    );
+}
+
+async fn futures_join(api: &Api, key: &str, body: &Value) -> Vec<(StatusCode, Value)> {
+    let (a, b, c) = tokio::join!(
+        api.post("/execute", key, body.clone()),
+        api.post("/execute", key, body.clone()),
+        api.post("/execute", key, body.clone()),
+    );
+    vec![a, b, c]
 }
 
 #[tokio::test]

@@ -207,3 +207,28 @@ def test_kill_9_during_creates_leaves_final_states(api_key):
         assert sh(client, booted, "cat /app/s.txt") == "survived\n"
     finally:
         srv.stop()
+
+
+def test_readme_vms_and_snapshots_section(server, api_key):
+    """The official README's "VMs & Snapshots" section, unchanged except for `base_url`; the
+    volume and OCI-build calls come with their own issues and are refused with a 422."""
+    client = InstaVM(api_key=api_key, base_url=server.base_url)
+    vm = client.vms.create(wait=True, metadata={"purpose": "dev"})
+    with pytest.raises(requests.HTTPError) as e:
+        client.vms.create(
+            wait=True,
+            volumes=[{"volume_id": "vol_abc", "mount_path": "/data", "mode": "rw"}],
+        )
+    assert e.value.response.status_code == 422
+    vms = client.vms.list()
+    all_records = client.vms.list_all_records()
+    assert vm["vm_id"] in [v["vm_id"] for v in vms] and len(all_records) >= len(vms)
+    snap_from_vm = client.vms.snapshot(vm_id=vm["vm_id"], wait=True, name="dev-base")
+    assert snap_from_vm["status"] == "ready"
+    with pytest.raises(requests.HTTPError) as e:
+        client.snapshots.create(oci_image="docker.io/library/python:3.11-slim", name="python-3-11-dev")
+    assert e.value.response.status_code == 422
+    user_snaps = client.snapshots.list(snapshot_type="user")
+    assert [s["name"] for s in user_snaps] == ["dev-base"]
+    client.vms.delete(vm["vm_id"])
+    client.kill()

@@ -204,6 +204,8 @@ async fn resume(
 ) -> ApiResult<Json<VmRecord>> {
     state.require_ready()?;
     let row = vms::owned(&state, user.id, &vm_id).await?;
+    // A resumed VM counts again; a suspended one did not.
+    check_active_limit(&state, user.id).await?;
     Ok(Json(vms::resume(&state, row, wait(&q)).await?))
 }
 

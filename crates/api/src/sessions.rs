@@ -36,6 +36,8 @@ pub enum SessionState {
     Expired,
     /// Killed through `/kill`, or its sandbox died or was lost.
     Terminated,
+    /// Its VM is suspended: no sandbox runs, and a resume brings it back.
+    Suspended,
 }
 
 impl SessionState {
@@ -44,6 +46,7 @@ impl SessionState {
             SessionState::Active => "active",
             SessionState::Expired => "expired",
             SessionState::Terminated => "terminated",
+            SessionState::Suspended => "suspended",
         }
     }
 
@@ -52,6 +55,7 @@ impl SessionState {
             "active" => Some(SessionState::Active),
             "expired" => Some(SessionState::Expired),
             "terminated" => Some(SessionState::Terminated),
+            "suspended" => Some(SessionState::Suspended),
             _ => None,
         }
     }

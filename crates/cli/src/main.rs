@@ -49,6 +49,28 @@ enum Command {
     Pty(commands::pty::PtyArgs),
     /// SSH into a VM through the platform's SSH gateway (runs `ssh <vm_id>@<ssh_host>`).
     Connect(commands::connect::ConnectArgs),
+    /// Create a VM (waits until it is active).
+    #[command(alias = "new")]
+    Create(commands::vms::CreateArgs),
+    /// List running VMs (`-a`: every record).
+    #[command(alias = "list")]
+    Ls(commands::vms::ListArgs),
+    /// Delete VMs.
+    #[command(alias = "delete")]
+    Rm(commands::vms::RemoveArgs),
+    /// Clone a VM through a snapshot of its disk.
+    Clone(commands::vms::CloneArgs),
+    /// Update, suspend or resume a VM.
+    #[command(alias = "vms")]
+    Vm {
+        #[command(subcommand)]
+        command: Option<commands::vms::VmCommand>,
+    },
+    /// Snapshots of VM disks.
+    Snapshot {
+        #[command(subcommand)]
+        command: Option<commands::snapshots::SnapshotCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +96,14 @@ fn main() -> ExitCode {
         Some(Command::Deploy(args)) => commands::deploy::run(args),
         Some(Command::Pty(args)) => block_on_code(commands::pty::run(args)),
         Some(Command::Connect(args)) => commands::connect::run(args),
+        Some(Command::Create(args)) => block_on(commands::vms::create(args)),
+        Some(Command::Ls(args)) => block_on(commands::vms::list(args)),
+        Some(Command::Rm(args)) => block_on(commands::vms::remove(args)),
+        Some(Command::Clone(args)) => block_on(commands::vms::clone(args)),
+        Some(Command::Vm { command: None }) => group_help("vm"),
+        Some(Command::Vm { command: Some(c) }) => block_on(commands::vms::run(c)),
+        Some(Command::Snapshot { command: None }) => group_help("snapshot"),
+        Some(Command::Snapshot { command: Some(c) }) => block_on(commands::snapshots::run(c)),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,8 @@
 //! quota, and later cheap snapshots. Fallback (no loop devices or no mkfs.btrfs): one tmpfs per
 //! sandbox with `size=` as the quota, which is memory-backed and charged to the sandbox's memory.
 
+mod snapshot;
+
 use crate::sys;
 use std::fs;
 use std::io;

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use instavm_protocol::{Lang, Request, Response};
 use instavm_runtime::*;
 use sandbox::{Inner, Sandbox};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -462,5 +463,32 @@ impl Runtime for NsRuntime {
         pty::attach(&sb.client, pty_id)
             .await
             .map_err(|e| sb.explain(e))
+    }
+
+    async fn snapshot(&self, id: &SandboxId, snapshot: &SnapshotId) -> Result<SnapshotInfo> {
+        let sb = self.sandbox(id)?;
+        let (inner, snapshot) = (self.inner.clone(), snapshot.clone());
+        blocking(move || inner.snapshot(&sb, &snapshot)).await
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotId) -> Result<()> {
+        let (inner, snapshot) = (self.inner.clone(), snapshot.clone());
+        blocking(move || inner.delete_snapshot(&snapshot)).await
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        let inner = self.inner.clone();
+        blocking(move || Ok(inner.list_snapshots())).await
+    }
+
+    async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let inner = self.inner.clone();
+        blocking(move || inner.set_memory(&sb, memory_mb)).await
+    }
+
+    async fn push_env(&self, id: &SandboxId, env: BTreeMap<String, String>) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        sandbox::push_env(&sb, env).await
     }
 }

@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
+mod live;
+pub use live::push_env;
+
 /// Working directory of executed code inside every sandbox.
 pub const WORKDIR: &str = "/app";
 /// Hard floor for a sandbox's memory: the agent and an idle interpreter need about 10 MiB.
@@ -215,6 +218,7 @@ impl Inner {
                 return bad(format!("invalid environment variable {k:?}"));
             }
         }
+        self.check_snapshot(spec)?;
         if spec.image == image::BASE {
             return self
                 .images
@@ -291,8 +295,7 @@ impl Inner {
             .map_err(io_err("creating cgroups"))?;
         phases.mark("cgroups");
         let layer = self
-            .layers
-            .create(&id, rec.spec.disk_mb << 20)
+            .create_layer(&id, &rec.spec)
             .map_err(io_err("creating the writable layer"))?;
         phases.mark("layer");
         let root = dir.join("root");
@@ -731,7 +734,8 @@ pub fn start_pool(inner: &Arc<Inner>) {
 /// Hand a pre-started sandbox to a user: apply the spec's limits, environment and lifetime.
 /// `None` when the pool is empty or cannot serve this spec (then the caller starts one cold).
 pub async fn claim(inner: &Arc<Inner>, spec: &SandboxSpec) -> Result<Option<Arc<Sandbox>>> {
-    if inner.pool_target == 0 || spec.image != image::BASE {
+    // A pooled sandbox has an empty layer: one from a snapshot starts cold.
+    if inner.pool_target == 0 || spec.image != image::BASE || spec.from_snapshot.is_some() {
         return Ok(None);
     }
     loop {

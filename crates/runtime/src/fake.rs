@@ -11,7 +11,11 @@ type ExecHandler = Arc<dyn Fn(&SandboxId, &ExecRequest) -> ExecOutput + Send + S
 struct FakeSandbox {
     info: SandboxInfo,
     files: BTreeMap<String, Vec<u8>>,
+    /// The environment executed code would see: the spec's, plus pushed variables.
+    env: BTreeMap<String, String>,
 }
+
+type Files = BTreeMap<String, Vec<u8>>;
 
 /// See the module docs. `FakeRuntime::new()` answers every execution with exit code 0 and empty
 /// output; use [`FakeRuntime::with_exec_handler`] to script answers.
@@ -20,6 +24,7 @@ pub struct FakeRuntime {
     handler: ExecHandler,
     events: broadcast::Sender<RuntimeEvent>,
     terminals: crate::fake_pty::FakeTerminals,
+    snapshots: Mutex<HashMap<SnapshotId, Files>>,
 }
 
 impl Default for FakeRuntime {
@@ -48,7 +53,22 @@ impl FakeRuntime {
             handler: Arc::new(handler),
             events: broadcast::channel(64).0,
             terminals: Default::default(),
+            snapshots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The environment a sandbox's code would see (tests of env pushes).
+    pub fn env_of(&self, id: &SandboxId) -> Option<BTreeMap<String, String>> {
+        self.lock().get(id).map(|sb| sb.env.clone())
+    }
+
+    /// The memory limit a sandbox has now (tests of live updates).
+    pub fn memory_of(&self, id: &SandboxId) -> Option<u32> {
+        self.lock().get(id).map(|sb| sb.info.memory_mb)
+    }
+
+    fn snapshot_lock(&self) -> MutexGuard<'_, HashMap<SnapshotId, Files>> {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SandboxId, FakeSandbox>> {
@@ -92,6 +112,15 @@ impl Runtime for FakeRuntime {
         let now = Utc::now();
         let lifetime = chrono::Duration::from_std(spec.lifetime)
             .map_err(|_| RuntimeError::InvalidSpec("lifetime too long".into()))?;
+        let files = match &spec.from_snapshot {
+            Some(snap) => self
+                .snapshot_lock()
+                .get(snap)
+                .cloned()
+                .ok_or_else(|| RuntimeError::InvalidSpec(format!("unknown snapshot {snap}")))?,
+            None => Files::new(),
+        };
+        let env = spec.env.clone();
         let info = SandboxInfo {
             id: SandboxId::generate(),
             state: SandboxState::Running,
@@ -107,7 +136,8 @@ impl Runtime for FakeRuntime {
             info.id.clone(),
             FakeSandbox {
                 info: info.clone(),
-                files: BTreeMap::new(),
+                files,
+                env,
             },
         );
         Ok(info)
@@ -250,6 +280,41 @@ impl Runtime for FakeRuntime {
     async fn pty_attach(&self, id: &SandboxId, pty: &str) -> Result<PtyStream> {
         self.with_sandbox(id, |_| Ok(()))?;
         self.terminals.attach(id, pty)
+    }
+
+    async fn snapshot(&self, id: &SandboxId, snapshot: &SnapshotId) -> Result<SnapshotInfo> {
+        let files = self.with_sandbox(id, |sb| Ok(sb.files.clone()))?;
+        let size_bytes = files.values().map(|v| v.len() as u64).sum();
+        self.snapshot_lock().insert(snapshot.clone(), files);
+        Ok(SnapshotInfo {
+            size_bytes,
+            copied: true,
+        })
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotId) -> Result<()> {
+        self.snapshot_lock()
+            .remove(snapshot)
+            .map(drop)
+            .ok_or_else(|| RuntimeError::NotFound(snapshot.to_string()))
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.snapshot_lock().keys().cloned().collect())
+    }
+
+    async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
+        self.with_sandbox(id, |sb| {
+            sb.info.memory_mb = memory_mb;
+            Ok(())
+        })
+    }
+
+    async fn push_env(&self, id: &SandboxId, env: BTreeMap<String, String>) -> Result<()> {
+        self.with_sandbox(id, |sb| {
+            sb.env.extend(env);
+            Ok(())
+        })
     }
 }
 

@@ -16,6 +16,7 @@ pub use types::*;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use tokio::io::AsyncRead;
 use tokio::sync::broadcast;
@@ -51,9 +52,9 @@ pub enum RuntimeError {
     /// user: the host is at capacity (sandbox count, address pool).
     #[error("capacity exhausted: {0}")]
     Exhausted(String),
-    /// user: the backend cannot do this at all (a capability it lacks).
-    #[error("not supported by this runtime: {0}")]
-    Unsupported(String),
+    /// user: this backend cannot do what was asked (e.g. snapshots on a backend without them).
+    #[error("not supported by the {backend} runtime: {what}")]
+    Unsupported { backend: &'static str, what: String },
     /// user: something with this name exists already (a terminal id).
     #[error("already exists: {0}")]
     AlreadyExists(String),
@@ -101,7 +102,7 @@ impl RuntimeError {
                 | RuntimeError::InvalidSpec(_)
                 | RuntimeError::QuotaExceeded(_)
                 | RuntimeError::Exhausted(_)
-                | RuntimeError::Unsupported(_)
+                | RuntimeError::Unsupported { .. }
                 | RuntimeError::AlreadyExists(_)
                 | RuntimeError::PtyNotFound(_)
                 | RuntimeError::LimitReached(_)
@@ -177,36 +178,77 @@ pub trait Runtime: Send + Sync + 'static {
     /// Start a program on a new terminal. A duplicate id is `AlreadyExists`.
     async fn pty_open(&self, id: &SandboxId, req: PtyRequest) -> Result<PtyInfo> {
         let _ = (id, req);
-        Err(RuntimeError::Unsupported("terminals".into()))
+        Err(self.unsupported("terminals"))
     }
 
     /// Every terminal of the sandbox, exited ones included until they are killed.
     async fn pty_list(&self, id: &SandboxId) -> Result<Vec<PtyInfo>> {
         let _ = id;
-        Err(RuntimeError::Unsupported("terminals".into()))
+        Err(self.unsupported("terminals"))
     }
 
     /// One terminal; an unknown one is `NotFound`.
     async fn pty_get(&self, id: &SandboxId, pty: &str) -> Result<PtyInfo> {
         let _ = (id, pty);
-        Err(RuntimeError::Unsupported("terminals".into()))
+        Err(self.unsupported("terminals"))
     }
 
     async fn pty_resize(&self, id: &SandboxId, pty: &str, cols: u16, rows: u16) -> Result<()> {
         let _ = (id, pty, cols, rows);
-        Err(RuntimeError::Unsupported("terminals".into()))
+        Err(self.unsupported("terminals"))
     }
 
     /// Kill everything the terminal started and forget it.
     async fn pty_kill(&self, id: &SandboxId, pty: &str) -> Result<()> {
         let _ = (id, pty);
-        Err(RuntimeError::Unsupported("terminals".into()))
+        Err(self.unsupported("terminals"))
     }
 
     /// Attach to a terminal's byte stream, taking it over from any earlier attach. Output the
     /// program wrote while nobody was attached (its newest 64 KiB) comes first.
     async fn pty_attach(&self, id: &SandboxId, pty: &str) -> Result<PtyStream> {
         let _ = (id, pty);
-        Err(RuntimeError::Unsupported("terminals".into()))
+        Err(self.unsupported("terminals"))
+    }
+
+    // ---- capabilities a backend may lack: the defaults say so with `Unsupported` ----
+
+    /// Take a read-only snapshot of the sandbox's writable layer (its files, not its
+    /// processes or memory) under `snapshot`. A sandbox created with
+    /// `SandboxSpec::from_snapshot` starts from a writable copy of it.
+    async fn snapshot(&self, id: &SandboxId, snapshot: &SnapshotId) -> Result<SnapshotInfo> {
+        let _ = (id, snapshot);
+        Err(self.unsupported("disk snapshots"))
+    }
+
+    /// Delete a snapshot. Sandboxes started from it are not affected. Unknown is `NotFound`.
+    async fn delete_snapshot(&self, snapshot: &SnapshotId) -> Result<()> {
+        let _ = snapshot;
+        Err(self.unsupported("disk snapshots"))
+    }
+
+    /// Every snapshot the backend holds (to clean up after a crash).
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        Ok(Vec::new())
+    }
+
+    /// Change the memory limit of a running sandbox.
+    async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
+        let _ = (id, memory_mb);
+        Err(self.unsupported("changing memory live"))
+    }
+
+    /// Add environment variables to a running sandbox: the running interpreter and every
+    /// later process see them. They are kept in memory only, never on the sandbox's disk.
+    async fn push_env(&self, id: &SandboxId, env: BTreeMap<String, String>) -> Result<()> {
+        let _ = (id, env);
+        Err(self.unsupported("staging environment variables"))
+    }
+
+    fn unsupported(&self, what: &str) -> RuntimeError {
+        RuntimeError::Unsupported {
+            backend: self.name(),
+            what: what.to_owned(),
+        }
     }
 }

@@ -63,6 +63,10 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// Time until the reaper destroys the sandbox.
     pub lifetime: Duration,
+    /// Start from this disk snapshot (see [`crate::Runtime::snapshot`]) instead of an empty
+    /// writable layer.
+    #[serde(default)]
+    pub from_snapshot: Option<SnapshotId>,
 }
 
 impl Default for SandboxSpec {
@@ -75,6 +79,7 @@ impl Default for SandboxSpec {
             pids_max: 512,
             env: BTreeMap::new(),
             lifetime: Duration::from_secs(300),
+            from_snapshot: None,
         }
     }
 }
@@ -236,4 +241,52 @@ impl HostCapacity {
             disk_mb: None,
         }
     }
+}
+/// Names a disk snapshot held by the runtime: 1 to 64 of `[a-z0-9_]`. The server picks it (its
+/// `snap_...` record id), so the two never need a mapping table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'));
+        ok.then(|| SnapshotId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SnapshotId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        SnapshotId::parse(&s).ok_or_else(|| format!("invalid snapshot id {s:?}"))
+    }
+}
+
+impl From<SnapshotId> for String {
+    fn from(id: SnapshotId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a disk snapshot took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Bytes the sandbox's writable layer held when it was taken.
+    pub size_bytes: u64,
+    /// True when the backend had to copy the files (the tmpfs fallback); false for a
+    /// copy-on-write snapshot whose cost does not depend on the size.
+    pub copied: bool,
 }

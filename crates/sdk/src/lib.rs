@@ -19,6 +19,7 @@
 
 mod error;
 mod pty;
+mod vms;
 
 pub use error::Error;
 pub use instavm_api::*;

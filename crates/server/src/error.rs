@@ -139,9 +139,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Exhausted(m) => {
                 ApiError::TooManyRequests(format!("the host is at capacity ({m}); retry later"))
             }
-            RuntimeError::Unsupported(m) => {
-                ApiError::BadRequest(format!("this server's runtime does not support {m}"))
-            }
+            err @ RuntimeError::Unsupported { .. } => ApiError::Unprocessable(err.to_string()),
             RuntimeError::AlreadyExists(m) => ApiError::Conflict(format!("{m} already exists")),
             RuntimeError::PtyNotFound(id) => {
                 ApiError::NotFound(format!("no terminal {id:?} in this VM"))

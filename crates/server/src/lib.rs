@@ -18,11 +18,13 @@ pub mod lifecycle;
 mod routes;
 mod serve;
 mod sessions;
+mod snapshots;
 mod ssh_gateway;
 mod sshkey;
 pub mod state;
 mod terminals;
 mod usage;
+mod vms;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use routes::app;

@@ -56,6 +56,7 @@ pub async fn reconcile(state: &AppState) -> Result<(), ApiError> {
             }
         }
     }
+    crate::vms::reconcile(state).await?;
     tracing::info!(
         recovered = owned.len(),
         lost,
@@ -172,6 +173,7 @@ async fn sweep_forever(state: AppState) {
 /// buffered usage counters.
 pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
     state.flush_usage().await?;
+    crate::vms::sweep(state).await?;
     let now = Utc::now();
     for rec in state.db(|s| s.active_sessions()).await? {
         if now >= rec.expires_at {

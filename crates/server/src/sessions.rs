@@ -17,6 +17,8 @@ pub mod reason {
     pub const DIED: &str = "sandbox died";
     pub const LOST: &str = "sandbox was lost while the server was down";
     pub const DESTROYED: &str = "sandbox destroyed";
+    pub const VM_DELETED: &str = "vm deleted";
+    pub const SUSPENDED: &str = "suspended";
 }
 
 /// The caller's session with this id, with an overdue expiry applied.
@@ -35,11 +37,29 @@ pub async fn owned(state: &AppState, user_id: i64, id: &str) -> ApiResult<Sessio
 
 /// The caller's session, which must still be active.
 pub async fn active(state: &AppState, user_id: i64, id: &str) -> ApiResult<SessionRecord> {
-    let rec = owned(state, user_id, id).await?;
+    let mut rec = owned(state, user_id, id).await?;
+    if rec.status == SessionState::Suspended {
+        // Resumed (when its VM has auto_resume) or a 409 that says how.
+        crate::vms::wake_session(state, &rec).await?;
+        rec = owned(state, user_id, id).await?;
+    }
     if rec.status != SessionState::Active {
         return Err(ended_error(&rec));
     }
     Ok(rec)
+}
+
+/// The caller's session, active or suspended (a kill ends either, without resuming it).
+pub async fn active_or_suspended(
+    state: &AppState,
+    user_id: i64,
+    id: &str,
+) -> ApiResult<SessionRecord> {
+    let rec = owned(state, user_id, id).await?;
+    match rec.status {
+        SessionState::Active | SessionState::Suspended => Ok(rec),
+        _ => Err(ended_error(&rec)),
+    }
 }
 
 /// 404 for a session that exists (and is the caller's) but has ended.

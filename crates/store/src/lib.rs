@@ -10,11 +10,15 @@ mod executions;
 mod migrations;
 mod records;
 mod sessions;
+mod snapshots;
 mod ssh_keys;
 mod users;
+mod vms;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vm_tests;
 
 pub use records::*;
 pub use ssh_keys::NewSshKey;
@@ -48,6 +52,9 @@ pub enum StoreError {
     /// A unique constraint refused the write (duplicate email, key or fingerprint).
     #[error("already exists: {0}")]
     Conflict(String),
+    /// A record could not be encoded as JSON (a bug).
+    #[error("encoding a record: {0}")]
+    Encode(String),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }

@@ -5,7 +5,7 @@ use crate::{Result, StoreError};
 use rusqlite::Connection;
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: accounts, sessions, executions.
     "
     CREATE TABLE users (
@@ -74,6 +74,45 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX executions_status ON executions(status);
     CREATE INDEX executions_user ON executions(user_id, status);
+    ",
+    // 2: VMs and their disk snapshots. The record is the wire record as JSON; the columns
+    // beside it are what queries filter on, kept in step by every write.
+    "
+    CREATE TABLE vms (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        session_id  TEXT NOT NULL,
+        sandbox_id  TEXT,
+        status      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        record      TEXT NOT NULL,
+        env         TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX vms_user ON vms(user_id, created_at);
+    CREATE INDEX vms_status ON vms(status);
+    CREATE INDEX vms_session ON vms(session_id);
+    INSERT INTO vms (id, user_id, session_id, sandbox_id, status, created_at, record)
+        SELECT vm_id, user_id, id, sandbox_id,
+               CASE status WHEN 'active' THEN 'active' ELSE 'terminated' END, created_at,
+               json_object(
+                 'vm_id', vm_id, 'id', vm_id, 'session_id', id,
+                 'status', CASE status WHEN 'active' THEN 'active' ELSE 'terminated' END,
+                 'created_at', strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch'),
+                 'expires_at', strftime('%Y-%m-%dT%H:%M:%fZ', expires_at / 1000.0, 'unixepoch'),
+                 'end_reason', end_reason,
+                 'memory_mb', memory_mb, 'vcpu_count', vcpu_count,
+                 'vm_lifetime_seconds', lifetime_seconds, 'metadata', json(metadata),
+                 'image_variant', 'standard')
+        FROM sessions;
+    CREATE TABLE snapshots (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        status      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        record      TEXT NOT NULL
+    );
+    CREATE INDEX snapshots_user ON snapshots(user_id, created_at);
+    CREATE INDEX snapshots_status ON snapshots(status);
     ",
 ];
 

@@ -1,7 +1,10 @@
 //! Rows as the rest of the server sees them.
 
 use chrono::{DateTime, Utc};
-pub use instavm_api::{Metadata, SessionState, TaskStatus};
+pub use instavm_api::{
+    Metadata, SessionState, SnapshotRecord, SnapshotState, TaskStatus, VmRecord, VmState,
+};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -95,4 +98,22 @@ pub struct ExecutionResult {
     pub timed_out: bool,
     pub execution_time: f64,
     pub cpu_time: f64,
+}
+
+/// A VM: its wire record plus what only the server may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRow {
+    pub user_id: i64,
+    /// The runtime's sandbox while the VM runs.
+    pub sandbox_id: Option<String>,
+    /// The environment it was created with (replayed by clones and resumes). Variables staged
+    /// later are never stored.
+    pub env: BTreeMap<String, String>,
+    pub record: VmRecord,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    pub user_id: i64,
+    pub record: SnapshotRecord,
 }

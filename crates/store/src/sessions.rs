@@ -38,9 +38,14 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 }
 
 impl Store {
+    /// Record a session started with `POST /v1/sessions/session`, and the VM record behind it.
     pub fn insert_session(&self, s: &SessionRecord) -> Result<()> {
+        self.insert_vm_session(&VmRow::for_session(s), s)
+    }
+
+    pub(crate) fn write_session(conn: &rusqlite::Connection, s: &SessionRecord) -> Result<()> {
         let metadata = serde_json::Value::Object(s.metadata.clone()).to_string();
-        self.writer()
+        conn
             .execute(
                 &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                 params![
@@ -160,8 +165,9 @@ impl Store {
         )?)
     }
 
-    /// Move an active session to `state`. Returns false when it was not active any more (so
-    /// the first reason to end a session is the one recorded).
+    /// Move an active (or suspended) session to `state`, and its VM record to `terminated`.
+    /// Returns false when it had ended already (so the first reason to end a session is the
+    /// one recorded).
     pub fn end_session(
         &self,
         id: &str,
@@ -169,11 +175,17 @@ impl Store {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<bool> {
-        let changed = self.writer().execute(
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE sessions SET status = ?2, end_reason = ?3, ended_at = ?4
-             WHERE id = ?1 AND status = 'active'",
+             WHERE id = ?1 AND status IN ('active', 'suspended')",
             params![id, state.as_str(), reason, to_millis(at)],
         )?;
+        if changed > 0 {
+            crate::vms::terminate_session_vm(&tx, id, reason, at)?;
+        }
+        tx.commit()?;
         Ok(changed > 0)
     }
 

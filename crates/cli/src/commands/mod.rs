@@ -8,6 +8,8 @@ pub mod exec;
 pub mod image;
 pub mod pty;
 pub mod server;
+pub mod snapshots;
+pub mod vms;
 pub mod whoami;
 
 use crate::config::{self, Overrides, Settings};

@@ -1,7 +1,10 @@
 //! Raw system calls of the namespace backend. Every `unsafe` block of the crate lives here, each
 //! with the reason it is sound.
 
+mod btrfs_snap;
 pub mod netlink;
+
+pub use btrfs_snap::btrfs_snapshot;
 
 use std::ffi::CString;
 use std::fs::File;

@@ -6,6 +6,7 @@ mod files;
 mod health;
 mod pty;
 mod sessions;
+mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
@@ -37,10 +38,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions/app-url/{session_id}", get(sessions::app_url))
         .route("/v1/sessions/sandboxes", get(sessions::list_sandboxes))
         .route("/kill", post(sessions::kill))
-        // Read-only VM views of sessions (spec §6.2 to §6.4); `/v1/vms/` means all records.
-        .route("/v1/vms", get(vms::list_running))
-        .route("/v1/vms/", get(vms::list_all))
-        .route("/v1/vms/{vm_id}", get(vms::get))
         // Execution.
         .route("/execute", post(exec::execute))
         .route("/execute_async", post(exec::execute_async))
@@ -76,6 +73,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/ssh-keys/{key_id}", axum::routing::delete(ssh_keys::delete))
         // Terminals (spec §12), both scopes.
         .merge(pty::router())
+        // VMs (spec §6) and snapshots (§7).
+        .merge(vms::router())
+        .merge(snapshots::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -111,7 +111,7 @@ async fn create(
 /// Turn the request into a sandbox spec, enforcing the limits: over a limit is 403 in the
 /// wording the official deploy code recognises (`vm lifetime cannot exceed <N>s`), a value
 /// that makes no sense is 422.
-fn sandbox_spec(state: &AppState, req: &StartSessionRequest) -> ApiResult<SandboxSpec> {
+pub(crate) fn sandbox_spec(state: &AppState, req: &StartSessionRequest) -> ApiResult<SandboxSpec> {
     let l = state.limits();
     // Over a tier limit is 403 in the wording the official deploy code reacts to (api.md
     // §6.1); below the minimum is a malformed value, 422.
@@ -166,7 +166,7 @@ fn within<T: PartialOrd + Copy>(
     Ok(value)
 }
 
-fn check_env(env: &BTreeMap<String, String>) -> ApiResult<()> {
+pub(crate) fn check_env(env: &BTreeMap<String, String>) -> ApiResult<()> {
     if env.len() > MAX_ENV_VARS {
         return Err(ApiError::Unprocessable(format!(
             "env has {} variables; at most {MAX_ENV_VARS} are allowed",
@@ -199,7 +199,7 @@ fn check_env(env: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_metadata(metadata: &Metadata) -> ApiResult<()> {
+pub(crate) fn check_metadata(metadata: &Metadata) -> ApiResult<()> {
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
     if size > MAX_METADATA_BYTES {
         return Err(ApiError::Unprocessable(format!(
@@ -384,7 +384,7 @@ pub async fn kill(
     Principal(user): Principal,
     ApiJson(req): ApiJson<KillRequest>,
 ) -> ApiResult<Json<KillResponse>> {
-    let rec = sessions::active(&state, user.id, &req.session_id).await?;
+    let rec = sessions::active_or_suspended(&state, user.id, &req.session_id).await?;
     if !sessions::end(&state, &rec, SessionState::Terminated, reason::KILLED).await? {
         let id = rec.id.clone();
         let now = state.db(move |s| s.get_session(&id)).await?;

@@ -1,68 +1,270 @@
-//! `GET /v1/vms`, `GET /v1/vms/` and `GET /v1/vms/{vm_id}`: the VMs behind the caller's
-//! sessions, read-only (the README quick start lists them).
+//! VMs (spec §6 without the volume routes): handlers parse, call `crate::vms`, answer.
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiPath;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::{sessions, snapshots, vms};
 use axum::extract::State;
-use axum::Json;
-use instavm_api::{SessionState, VmRecord};
-use instavm_store::SessionRecord;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use instavm_api::{
+    CloneVmRequest, CreateVmRequest, SessionState, SnapshotRecord, SnapshotVmRequest,
+    StageEnvRequest, StageEnvResponse, StartSessionRequest, UpdateVmRequest, VmRecord, WaitQuery,
+};
+use instavm_runtime::SnapshotId;
+use std::collections::BTreeMap;
 
-/// Most records one listing returns (newest first).
-const MAX_LISTED: usize = 1000;
+/// `/v1/vms` lists running VMs, `/v1/vms/` every record (spec §25.6: the slash matters).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/vms", get(list_running).post(create))
+        .route("/v1/vms/", get(list_all))
+        .route("/v1/vms/{vm_id}", get(get_one).patch(update).delete(delete))
+        .route("/v1/vms/{vm_id}/suspend", post(suspend))
+        .route("/v1/vms/{vm_id}/resume", post(resume))
+        .route("/v1/vms/{vm_id}/stage-env", post(stage_env))
+        .route("/v1/vms/{vm_id}/clone", post(clone_vm))
+        .route("/v1/vms/{vm_id}/snapshot", post(snapshot))
+}
 
-fn record(s: &SessionRecord) -> VmRecord {
-    VmRecord {
-        vm_id: s.vm_id.clone(),
-        id: s.vm_id.clone(),
-        session_id: s.id.clone(),
-        status: s.status,
-        created_at: s.created_at,
-        expires_at: s.expires_at,
-        memory_mb: s.memory_mb,
-        vcpu_count: s.vcpu_count,
-        metadata: s.metadata.clone(),
+/// The official SDK always sends `wait`; a missing one means the SDK default, true.
+fn wait(q: &WaitQuery) -> bool {
+    q.wait.unwrap_or(true)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+    ApiJson(req): ApiJson<CreateVmRequest>,
+) -> ApiResult<Json<VmRecord>> {
+    match req.image_variant.as_deref() {
+        None | Some("standard") => {}
+        Some(other) => {
+            return Err(ApiError::Unprocessable(format!(
+                "image_variant {other:?} is not available on this server; only \"standard\" is"
+            )))
+        }
+    }
+    if req.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::Unprocessable(
+            "volumes are not supported by this server yet".into(),
+        ));
+    }
+    if req.egress_policy.as_ref().is_some_and(|p| !p.is_null()) {
+        return Err(ApiError::Unprocessable(
+            "egress policies are not supported by this server yet".into(),
+        ));
+    }
+    if let Some(name) = &req.snapshot_name {
+        snapshots::check_name(name)?;
+    }
+    check_vault_ids(req.vault_ids.as_ref())?;
+    let mut spec = super::sessions::sandbox_spec(
+        &state,
+        &StartSessionRequest {
+            api_key: None,
+            vm_lifetime_seconds: req.vm_lifetime_seconds,
+            memory_mb: req.memory_mb,
+            vcpu_count: req.vcpu_count,
+            metadata: None,
+            env: req.env.clone(),
+        },
+    )?;
+    let metadata = req.metadata.clone().unwrap_or_default();
+    super::sessions::check_metadata(&metadata)?;
+    if let Some(snap) = &req.snapshot_id {
+        let row = snapshots::owned(&state, user.id, snap).await?;
+        if !vms::bootable(row.record.status) {
+            return Err(ApiError::Conflict(format!(
+                "snapshot {snap} is {} and cannot be booted; only ready snapshots can",
+                row.record.status.as_str()
+            )));
+        }
+        spec.from_snapshot = SnapshotId::parse(snap);
+    }
+    state.require_ready()?;
+    let new = vms::NewVm {
+        user_id: user.id,
+        spec,
+        metadata,
+        snapshot_id: req.snapshot_id.clone(),
+        auto_suspend: req.auto_suspend.unwrap_or(false),
+        auto_resume: req.auto_resume.unwrap_or(false),
+        snapshot_on_terminate: req.snapshot_on_terminate.unwrap_or(false),
+        snapshot_name: req.snapshot_name.clone(),
+        vault_ids: req.vault_ids.clone().unwrap_or_default(),
+        session_id: None,
+    };
+    if let Some(sid) = &req.session_id {
+        let session = sessions::owned(&state, user.id, sid).await?;
+        // Attaching to a running (or suspended) session's VM starts nothing new.
+        if !matches!(
+            session.status,
+            SessionState::Active | SessionState::Suspended
+        ) {
+            check_active_limit(&state, user.id).await?;
+        }
+        return Ok(Json(
+            vms::for_session(&state, session, new, wait(&q)).await?,
+        ));
+    }
+    check_active_limit(&state, user.id).await?;
+    Ok(Json(vms::create(&state, new, wait(&q)).await?))
+}
+
+/// Most vault ids one VM may name.
+const MAX_VAULT_IDS: usize = 64;
+
+fn check_vault_ids(ids: Option<&Vec<String>>) -> ApiResult<()> {
+    match ids {
+        Some(ids) if ids.len() > MAX_VAULT_IDS => Err(ApiError::Unprocessable(format!(
+            "vault_ids has {} entries; at most {MAX_VAULT_IDS} are allowed",
+            ids.len()
+        ))),
+        Some(ids) if ids.iter().any(|i| i.is_empty() || i.len() > 128) => Err(
+            ApiError::Unprocessable("vault_ids entries must be 1 to 128 bytes".into()),
+        ),
+        _ => Ok(()),
     }
 }
 
-async fn list(state: &AppState, user_id: i64, running_only: bool) -> ApiResult<Vec<VmRecord>> {
-    let sessions = state
-        .db(move |s| {
-            s.list_user_sessions(user_id, MAX_LISTED, |rec| {
-                !running_only || rec.status == SessionState::Active
-            })
-        })
-        .await?;
-    Ok(sessions.iter().map(record).collect())
+async fn check_active_limit(state: &AppState, user_id: i64) -> ApiResult<()> {
+    let limit = state.limits().max_active_sessions_per_user;
+    if state.db(move |s| s.count_active_sessions(user_id)).await? >= limit {
+        return Err(ApiError::Forbidden(format!(
+            "active session limit reached: at most {limit} active sessions per user; kill one or wait for it to expire"
+        )));
+    }
+    Ok(())
 }
 
-/// Running VMs, as a bare array.
-pub async fn list_running(
+async fn list_running(
     State(state): State<AppState>,
     Principal(user): Principal,
 ) -> ApiResult<Json<Vec<VmRecord>>> {
-    Ok(Json(list(&state, user.id, true).await?))
+    Ok(Json(vms::list(&state, user.id, true).await?))
 }
 
-/// Every VM record, ended ones included.
-pub async fn list_all(
+async fn list_all(
     State(state): State<AppState>,
     Principal(user): Principal,
 ) -> ApiResult<Json<Vec<VmRecord>>> {
-    Ok(Json(list(&state, user.id, false).await?))
+    Ok(Json(vms::list(&state, user.id, false).await?))
 }
 
-pub async fn get(
+async fn get_one(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath(vm_id): ApiPath,
 ) -> ApiResult<Json<VmRecord>> {
-    let user_id = user.id;
-    let rec = state
-        .db(move |s| s.get_user_session_by_vm(user_id, &vm_id))
-        .await?
-        .ok_or_else(|| ApiError::NotFound("VM not found".into()))?;
-    Ok(Json(record(&rec)))
+    Ok(Json(vms::owned(&state, user.id, &vm_id).await?.record))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+    ApiJson(req): ApiJson<UpdateVmRequest>,
+) -> ApiResult<Json<VmRecord>> {
+    if let Some(name) = &req.snapshot_name {
+        snapshots::check_name(name)?;
+    }
+    check_vault_ids(req.vault_ids.as_ref())?;
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    Ok(Json(vms::update(&state, row, req).await?))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+) -> ApiResult<Json<VmRecord>> {
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    Ok(Json(vms::delete(&state, row).await?))
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+) -> ApiResult<Json<VmRecord>> {
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    Ok(Json(
+        vms::suspend(&state, row, sessions::reason::SUSPENDED).await?,
+    ))
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<VmRecord>> {
+    state.require_ready()?;
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    // A resumed VM counts again; a suspended one did not.
+    check_active_limit(&state, user.id).await?;
+    Ok(Json(vms::resume(&state, row, wait(&q)).await?))
+}
+
+async fn stage_env(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+    ApiJson(req): ApiJson<StageEnvRequest>,
+) -> ApiResult<Json<StageEnvResponse>> {
+    let env: BTreeMap<String, String> = req
+        .entries
+        .into_iter()
+        .map(|e| (e.env_name, e.value))
+        .collect();
+    super::sessions::check_env(&env)?;
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    let staged = env.keys().cloned().collect();
+    vms::stage_env(&state, &row, env).await?;
+    Ok(Json(StageEnvResponse {
+        vm_id: row.record.vm_id,
+        status: "ok".into(),
+        staged,
+    }))
+}
+
+async fn clone_vm(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+    ApiJson(req): ApiJson<CloneVmRequest>,
+) -> ApiResult<Json<VmRecord>> {
+    if let Some(name) = &req.snapshot_name {
+        snapshots::check_name(name)?;
+    }
+    state.require_ready()?;
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    check_active_limit(&state, user.id).await?;
+    Ok(Json(
+        vms::clone_vm(&state, row, req.snapshot_name, wait(&q)).await?,
+    ))
+}
+
+async fn snapshot(
+    State(state): State<AppState>,
+    Principal(user): Principal,
+    ApiPath(vm_id): ApiPath,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+    ApiJson(req): ApiJson<SnapshotVmRequest>,
+) -> ApiResult<Json<SnapshotRecord>> {
+    let row = vms::owned(&state, user.id, &vm_id).await?;
+    let name = req.name.unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            row.record.vm_id,
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        )
+    });
+    Ok(Json(
+        snapshots::take_from_request(&state, &row, name, wait(&q)).await?,
+    ))
 }

@@ -126,7 +126,8 @@ class Server:
         with urllib.request.urlopen(req, timeout=30) as res:
             return json.load(res)["api_key"]
 
-    def stop(self):
+    def kill(self):
+        """SIGKILL the server, keeping its data directory (a restart follows)."""
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -134,6 +135,9 @@ class Server:
                 pass
             self.proc.wait()
             self.proc = None
+
+    def stop(self):
+        self.kill()
         # Release the sandboxes and mounts of the data directory before deleting it.
         subprocess.run(
             [BIN, "server", "purge", "--data-dir", self.data_dir, "--images-dir", IMAGES_DIR],

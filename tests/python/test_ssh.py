@@ -56,14 +56,33 @@ def test_exec_scripts_exit_codes_and_home(client, server, ssh_key, tmp_path):
     assert client.execute("cat /app/ssh.txt", language="bash")["stdout"] == "from-ssh\n"
 
 
-def test_host_key_is_stable_across_restarts(client, server, ssh_key, tmp_path):
-    client.add_ssh_key(open(f"{ssh_key}.pub").read())
-    first = subprocess.run(
-        ["ssh-keyscan", "-p", str(server.ssh_port), "-t", "ed25519", "127.0.0.1"], capture_output=True, timeout=30
-    ).stdout
-    assert b"ssh-ed25519" in first
-    key_file = os.path.join(server.data_dir, "ssh_host_ed25519_key")
-    assert os.stat(key_file).st_mode & 0o777 == 0o600
+def test_vm_records_name_the_gateway(client):
+    (vm,) = [v for v in client.vms.list() if v["session_id"] == client.session_id]
+    assert vm["ssh_host"] == "127.0.0.1"
+
+
+def test_host_key_is_stable_across_restarts():
+    """A server of its own, restarted on the same data directory: the same host key."""
+    from conftest import Server
+
+    def scan(srv):
+        out = subprocess.run(
+            ["ssh-keyscan", "-p", str(srv.ssh_port), "-t", "ed25519", "127.0.0.1"], capture_output=True, timeout=30
+        ).stdout
+        assert b"ssh-ed25519" in out, out
+        return out.split(b" ", 1)[1]
+
+    srv = Server()
+    try:
+        srv.start()
+        first = scan(srv)
+        key_file = os.path.join(srv.data_dir, "ssh_host_ed25519_key")
+        assert os.stat(key_file).st_mode & 0o777 == 0o600
+        srv.kill()
+        srv.start()
+        assert scan(srv) == first
+    finally:
+        srv.stop()
 
 
 def test_refusals(client, server, ssh_key, tmp_path):

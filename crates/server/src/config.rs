@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The SSH gateway's address (`None`: no gateway); port 0 picks a free port.
     pub ssh_listen: Option<SocketAddr>,
+    /// The host name users `ssh` to, shown as `ssh_host` on VM records (`None`: the address the
+    /// gateway listens on).
+    pub ssh_host: Option<String>,
     /// Database, admin key and the namespace runtime's state (images, layers, sandboxes) live
     /// here.
     pub data_dir: PathBuf,

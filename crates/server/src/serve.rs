@@ -147,6 +147,15 @@ async fn start_gateway(
     let gateway =
         instavm_gateway::Gateway::start(listener, key, directory, state.runtime().clone())
             .map_err(ServeError::Serve)?;
+    // What VM records show as `ssh_host`: the configured name, else the address listened on
+    // (nothing for a wildcard address, which names no host).
+    let host = config.ssh_host.clone().or_else(|| {
+        let ip = gateway.local_addr.ip();
+        (!ip.is_unspecified()).then(|| ip.to_string())
+    });
+    if let Some(host) = host {
+        state.set_ssh_host(host);
+    }
     // A plain line, like the HTTP one, for scripts and tests that asked for port 0.
     eprintln!("instavm SSH gateway listening on {}", gateway.local_addr);
     tracing::info!(addr = %gateway.local_addr, "SSH gateway listening");

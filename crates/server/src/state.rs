@@ -31,6 +31,8 @@ struct Shared {
     gate: Arc<Gate>,
     /// Bytes of uploads spooled to disk right now, per user.
     spooled: Mutex<HashMap<i64, u64>>,
+    /// The host users reach the SSH gateway at, once it runs.
+    ssh_host: std::sync::OnceLock<String>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -79,6 +81,7 @@ impl AppState {
                 spool_dir,
                 gate: Arc::default(),
                 spooled: Mutex::new(HashMap::new()),
+                ssh_host: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -97,6 +100,15 @@ impl AppState {
 
     pub fn spool_dir(&self) -> &PathBuf {
         &self.inner.spool_dir
+    }
+
+    /// Set once, when the SSH gateway starts: VM records then carry it as `ssh_host`.
+    pub fn set_ssh_host(&self, host: String) {
+        let _ = self.inner.ssh_host.set(host);
+    }
+
+    pub fn ssh_host(&self) -> Option<String> {
+        self.inner.ssh_host.get().cloned()
     }
 
     pub fn admission(&self) -> &Admission {

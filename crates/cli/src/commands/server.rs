@@ -22,6 +22,10 @@ pub struct ServerArgs {
     /// port (the bound address is printed).
     #[arg(long, env = "INSTAVM_SSH_LISTEN", default_value = "127.0.0.1:2222", value_parser = parse_ssh_listen)]
     pub ssh_listen: SshListen,
+    /// The host name users `ssh` to, shown as `ssh_host` on VM records [default: the address
+    /// the gateway listens on].
+    #[arg(long = "public-ssh-host", env = "INSTAVM_PUBLIC_SSH_HOST")]
+    pub public_ssh_host: Option<String>,
     /// Where the database, the admin key and sandbox state live
     /// [default: <user data dir>/instavm, e.g. ~/.local/share/instavm].
     #[arg(long, env = "INSTAVM_DATA_DIR")]
@@ -127,6 +131,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             let config = ServerConfig {
                 listen: args.listen,
                 ssh_listen: args.ssh_listen.0,
+                ssh_host: args.public_ssh_host.filter(|h| !h.trim().is_empty()),
                 data_dir: data_dir(args.data_dir)?,
                 images_dir: args.images_dir,
                 runtime: match args.runtime {

@@ -28,6 +28,19 @@ pub fn router() -> Router<AppState> {
         .route("/v1/vms/{vm_id}/snapshot", post(snapshot))
 }
 
+/// A record as answered: with the SSH gateway's host (`ssh <vm_id>@<ssh_host>`), when the
+/// server runs one.
+fn answer(state: &AppState, mut record: VmRecord) -> Json<VmRecord> {
+    if record.ssh_host.is_none() {
+        record.ssh_host = state.ssh_host();
+    }
+    Json(record)
+}
+
+fn shown(state: &AppState, records: Vec<VmRecord>) -> Vec<VmRecord> {
+    records.into_iter().map(|r| answer(state, r).0).collect()
+}
+
 /// The official SDK always sends `wait`; a missing one means the SDK default, true.
 fn wait(q: &WaitQuery) -> bool {
     q.wait.unwrap_or(true)
@@ -106,12 +119,13 @@ async fn create(
         ) {
             check_active_limit(&state, user.id).await?;
         }
-        return Ok(Json(
+        return Ok(answer(
+            &state,
             vms::for_session(&state, session, new, wait(&q)).await?,
         ));
     }
     check_active_limit(&state, user.id).await?;
-    Ok(Json(vms::create(&state, new, wait(&q)).await?))
+    Ok(answer(&state, vms::create(&state, new, wait(&q)).await?))
 }
 
 /// Most vault ids one VM may name.
@@ -144,14 +158,17 @@ async fn list_running(
     State(state): State<AppState>,
     Principal(user): Principal,
 ) -> ApiResult<Json<Vec<VmRecord>>> {
-    Ok(Json(vms::list(&state, user.id, true).await?))
+    Ok(Json(shown(&state, vms::list(&state, user.id, true).await?)))
 }
 
 async fn list_all(
     State(state): State<AppState>,
     Principal(user): Principal,
 ) -> ApiResult<Json<Vec<VmRecord>>> {
-    Ok(Json(vms::list(&state, user.id, false).await?))
+    Ok(Json(shown(
+        &state,
+        vms::list(&state, user.id, false).await?,
+    )))
 }
 
 async fn get_one(
@@ -159,7 +176,10 @@ async fn get_one(
     Principal(user): Principal,
     ApiPath(vm_id): ApiPath,
 ) -> ApiResult<Json<VmRecord>> {
-    Ok(Json(vms::owned(&state, user.id, &vm_id).await?.record))
+    Ok(answer(
+        &state,
+        vms::owned(&state, user.id, &vm_id).await?.record,
+    ))
 }
 
 async fn update(
@@ -173,7 +193,7 @@ async fn update(
     }
     check_vault_ids(req.vault_ids.as_ref())?;
     let row = vms::owned(&state, user.id, &vm_id).await?;
-    Ok(Json(vms::update(&state, row, req).await?))
+    Ok(answer(&state, vms::update(&state, row, req).await?))
 }
 
 async fn delete(
@@ -182,7 +202,7 @@ async fn delete(
     ApiPath(vm_id): ApiPath,
 ) -> ApiResult<Json<VmRecord>> {
     let row = vms::owned(&state, user.id, &vm_id).await?;
-    Ok(Json(vms::delete(&state, row).await?))
+    Ok(answer(&state, vms::delete(&state, row).await?))
 }
 
 async fn suspend(
@@ -191,7 +211,8 @@ async fn suspend(
     ApiPath(vm_id): ApiPath,
 ) -> ApiResult<Json<VmRecord>> {
     let row = vms::owned(&state, user.id, &vm_id).await?;
-    Ok(Json(
+    Ok(answer(
+        &state,
         vms::suspend(&state, row, sessions::reason::SUSPENDED).await?,
     ))
 }
@@ -206,7 +227,7 @@ async fn resume(
     let row = vms::owned(&state, user.id, &vm_id).await?;
     // A resumed VM counts again; a suspended one did not.
     check_active_limit(&state, user.id).await?;
-    Ok(Json(vms::resume(&state, row, wait(&q)).await?))
+    Ok(answer(&state, vms::resume(&state, row, wait(&q)).await?))
 }
 
 async fn stage_env(
@@ -244,7 +265,8 @@ async fn clone_vm(
     state.require_ready()?;
     let row = vms::owned(&state, user.id, &vm_id).await?;
     check_active_limit(&state, user.id).await?;
-    Ok(Json(
+    Ok(answer(
+        &state,
         vms::clone_vm(&state, row, req.snapshot_name, wait(&q)).await?,
     ))
 }

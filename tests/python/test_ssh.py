@@ -197,3 +197,50 @@ def test_connect_with_both_clis_through_ssh_config(client, server, ssh_key, tmp_
             [cli, "connect", vm, "--", "-F", config, "echo connected-$((1+1)); exit 7"], env=env, capture_output=True, timeout=60
         )
         assert r.returncode == 7 and r.stdout == b"connected-2\n", (cli, r)
+
+
+def test_sftp_and_modern_scp(client, server, ssh_key, tmp_path):
+    """Plain `scp` (SFTP underneath since OpenSSH 9) and `sftp` batch mode."""
+    import hashlib
+
+    client.add_ssh_key(open(f"{ssh_key}.pub").read())
+    vm = vm_id_of(client)
+    opts = [o if o != "-p" else "-P" for o in ssh_opts(server, ssh_key, tmp_path)]
+    target = f"{vm}@127.0.0.1"
+    data = os.urandom((5 << 20) + 123)
+    (tmp_path / "up.bin").write_bytes(data)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "c.txt").write_text("gamma\n")
+
+    r = subprocess.run(["scp", *opts, str(tmp_path / "up.bin"), f"{target}:/tmp/up.bin"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r
+    out = client.execute("sha256sum /tmp/up.bin; stat -c %a /tmp/up.bin", language="bash")["stdout"].split()
+    assert out[0] == hashlib.sha256(data).hexdigest()
+    r = subprocess.run(["scp", *opts, "-r", str(tree), f"{target}:/tmp/"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r
+    assert client.execute("cat /tmp/tree/sub/c.txt", language="bash")["stdout"] == "gamma\n"
+    r = subprocess.run(["scp", *opts, f"{target}:/tmp/up.bin", str(tmp_path / "down.bin")], capture_output=True, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "down.bin").read_bytes() == data, r
+
+    batch = tmp_path / "batch"
+    batch.write_text(
+        "cd /tmp\n"
+        "mkdir made\n"
+        f"put {tmp_path / 'up.bin'} made/again.bin\n"
+        "rename made/again.bin made/renamed.bin\n"
+        "chmod 600 made/renamed.bin\n"
+        "ls -l made\n"
+        f"get made/renamed.bin {tmp_path / 'renamed.bin'}\n"
+        "rm made/renamed.bin\n"
+        "rmdir made\n"
+        "pwd\n"
+    )
+    r = subprocess.run(["sftp", *opts, "-b", str(batch), target], capture_output=True, timeout=120)
+    assert r.returncode == 0, r
+    assert b"renamed.bin" in r.stdout and b"-rw-------" in r.stdout, r
+    assert (tmp_path / "renamed.bin").read_bytes() == data
+    assert client.execute("test -e /tmp/made || echo gone", language="bash")["stdout"] == "gone\n"
+    # Errors come back as errors.
+    r = subprocess.run(["scp", *opts, f"{target}:/tmp/nope", str(tmp_path / "x")], capture_output=True, timeout=120)
+    assert r.returncode != 0 and b"No such file" in r.stderr, r

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 pub struct Listener {
     pub directory: Arc<dyn Directory>,
     pub runtime: Arc<dyn Runtime>,
+    pub spool: std::path::PathBuf,
 }
 
 impl russh::server::Server for Listener {
@@ -25,6 +26,7 @@ impl russh::server::Server for Listener {
         Connection {
             directory: self.directory.clone(),
             runtime: self.runtime.clone(),
+            spool: self.spool.clone(),
             peer,
             sandbox: None,
             channels: HashMap::new(),
@@ -45,6 +47,12 @@ struct ChannelState {
     input: Option<Input>,
     /// The terminal a shell or a `pty-req` exec runs on, to kill it when the channel closes.
     pty_id: Option<String>,
+    /// The channel's own stream, kept until its request says what it is for: SFTP reads it;
+    /// everything else uses the handler callbacks and drops it (an unread channel would stall
+    /// the connection once its buffer filled).
+    stream: Option<Channel<Msg>>,
+    /// The channel runs the SFTP subsystem.
+    sftp: bool,
 }
 
 enum Input {
@@ -55,6 +63,7 @@ enum Input {
 pub struct Connection {
     directory: Arc<dyn Directory>,
     runtime: Arc<dyn Runtime>,
+    spool: std::path::PathBuf,
     peer: Option<SocketAddr>,
     /// Set by a successful login.
     sandbox: Option<SandboxId>,
@@ -137,6 +146,12 @@ impl Connection {
             let _ = runtime.pty_kill(&sandbox, &pty_id).await;
         });
         Ok(())
+    }
+
+    fn drop_stream(&mut self, channel: ChannelId) {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.stream = None;
+        }
     }
 
     /// A command without a terminal: `bash -c`, whole output, exit status.
@@ -235,7 +250,14 @@ impl russh::server::Handler for Connection {
         if self.sandbox.is_none() {
             return Ok(()); // dropping `reply` refuses it
         }
-        self.channels.insert(channel.id(), ChannelState::default());
+        let state = ChannelState {
+            stream: Some(channel),
+            ..ChannelState::default()
+        };
+        let id = state.stream.as_ref().map(|c| c.id());
+        if let Some(id) = id {
+            self.channels.insert(id, state);
+        }
         reply.accept().await;
         Ok(())
     }
@@ -268,6 +290,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.drop_stream(channel);
         self.start_terminal(channel, None, session).await
     }
 
@@ -277,6 +300,7 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.drop_stream(channel);
         let Ok(command) = std::str::from_utf8(data).map(str::to_owned) else {
             session.channel_failure(channel)?;
             return Ok(());
@@ -312,8 +336,26 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::info!(subsystem = name, "SSH subsystem refused (use `scp -O`)");
-        session.channel_failure(channel)?;
+        let stream = self
+            .channels
+            .get_mut(&channel)
+            .and_then(|s| s.stream.take());
+        match (name, stream, self.sandbox.clone()) {
+            ("sftp", Some(stream), Some(sandbox)) => {
+                session.channel_success(channel)?;
+                if let Some(state) = self.channels.get_mut(&channel) {
+                    state.sftp = true;
+                }
+                let sftp =
+                    crate::sftp::Session::new(self.runtime.clone(), sandbox, self.spool.clone());
+                // Runs on its own task until the client closes the channel.
+                russh_sftp::server::run(stream.into_stream(), sftp).await;
+            }
+            _ => {
+                tracing::info!(subsystem = name, "SSH subsystem refused");
+                session.channel_failure(channel)?;
+            }
+        }
         Ok(())
     }
 
@@ -357,12 +399,20 @@ impl russh::server::Handler for Connection {
     async fn channel_eof(
         &mut self,
         channel: ChannelId,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         // The end of an scp upload's input; a terminal ignores it (its program decides).
         if let Some(state) = self.channels.get_mut(&channel) {
             if matches!(state.input, Some(Input::Scp(_))) {
                 state.input = None;
+            }
+            if state.sftp {
+                // Like sftp-server exiting at the end of its input: clients such as scp check
+                // for a zero exit status. Sent from the handler itself, so it is queued before
+                // the close that the SFTP task's stream sends when it ends.
+                session.exit_status_request(channel, 0)?;
+                session.eof(channel)?;
+                session.close(channel)?;
             }
         }
         Ok(())

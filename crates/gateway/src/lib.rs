@@ -3,8 +3,9 @@
 //! The username is the VM id; the only accepted authentication is a public key registered on
 //! the VM owner's account (`/v1/ssh-keys`). Everything else is refused and logged. A session
 //! channel can run an interactive shell (with `pty-req` and `window-change`), an `exec` of any
-//! script through `bash -c` (its stdout, stderr and exit status), or legacy scp (`scp -O`, both
-//! directions, recursive), which the gateway speaks itself on top of the runtime's file calls.
+//! script through `bash -c` (its stdout, stderr and exit status), legacy scp (`scp -O`, both
+//! directions, recursive), which the gateway speaks itself on top of the runtime's file calls,
+//! and the SFTP subsystem (modern `scp` and `sftp`).
 //!
 //! The gateway knows nothing of users or HTTP: the server gives it a [`Directory`] that answers
 //! "which sandbox may this key open for this VM id", and the runtime to drive it.
@@ -12,6 +13,8 @@
 mod connection;
 mod host_key;
 mod scp;
+mod sftp;
+mod vm_shell;
 
 pub use host_key::{load_or_create_host_key, HostKeyError};
 
@@ -40,12 +43,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Serve SSH on `listener` until dropped.
+    /// Serve SSH on `listener` until dropped; SFTP keeps open files in `spool` (anonymous
+    /// temp files).
     pub fn start(
         listener: TcpListener,
         host_key: russh::keys::PrivateKey,
         directory: Arc<dyn Directory>,
         runtime: Arc<dyn Runtime>,
+        spool: std::path::PathBuf,
     ) -> std::io::Result<Gateway> {
         let local_addr = listener.local_addr()?;
         let config = Arc::new(russh::server::Config {
@@ -57,7 +62,11 @@ impl Gateway {
             keepalive_interval: Some(Duration::from_secs(30)),
             ..Default::default()
         });
-        let mut server = connection::Listener { directory, runtime };
+        let mut server = connection::Listener {
+            directory,
+            runtime,
+            spool,
+        };
         let task = tokio::spawn(async move {
             if let Err(e) = server.run_on_socket(config, &listener).await {
                 tracing::error!(error = %e, "the SSH gateway stopped");

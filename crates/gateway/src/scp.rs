@@ -2,9 +2,8 @@
 //! `scp -f` (the client downloads), recursive or not, over the runtime's streaming file calls.
 //! Relative paths are relative to the VM user's home, `/root`, as with a real sshd.
 
-use instavm_runtime::{
-    ByteReader, ExecRequest, FileKind, Language, Runtime, SandboxId, WriteOptions,
-};
+use crate::vm_shell;
+use instavm_runtime::{ByteReader, FileKind, Runtime, SandboxId, WriteOptions};
 use russh::server::Handle;
 use russh::ChannelId;
 use std::sync::Arc;
@@ -214,17 +213,8 @@ impl Job {
     }
 
     async fn mkdir(&self, path: &str) -> Result<(), String> {
-        let quoted = format!("'{}'", path.replace('\'', "'\\''"));
-        let req = ExecRequest {
-            language: Language::Bash,
-            code: format!("mkdir -p -- {quoted}"),
-            timeout: None,
-        };
-        match self.runtime.exec(&self.sandbox, req).await {
-            Ok(out) if out.exit_code == 0 => Ok(()),
-            Ok(out) => Err(out.stderr.trim().to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        let cmd = format!("mkdir -p -- {}", vm_shell::quote(path));
+        vm_shell::run(&self.runtime, &self.sandbox, &cmd).await
     }
 
     /// The sink side (`scp -t`).

@@ -144,8 +144,9 @@ async fn start_gateway(
     let directory = Arc::new(crate::ssh_gateway::GatewayDirectory {
         state: state.clone(),
     });
+    let spool = config.spool_dir().join("sftp");
     let gateway =
-        instavm_gateway::Gateway::start(listener, key, directory, state.runtime().clone())
+        instavm_gateway::Gateway::start(listener, key, directory, state.runtime().clone(), spool)
             .map_err(ServeError::Serve)?;
     // What VM records show as `ssh_host`: the configured name, else the address listened on
     // (nothing for a wildcard address, which names no host).

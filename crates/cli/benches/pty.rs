@@ -2,7 +2,8 @@
 //! measures, over the PTY WebSocket on loopback,
 //! - keystroke to echo: one byte sent to `cat` on the terminal (the kernel's line discipline
 //!   echoes it), until it comes back;
-//! - throughput: `cat` of a 100 MiB file through the terminal, until the exit frame.
+//! - throughput: `cat` of a 100 MiB file through the terminal, until the exit frame;
+//! - `ssh vm true` through the SSH gateway with the real OpenSSH client, connection included.
 //!
 //! Prints p50/p99 and writes JSON to `--out PATH`, `INSTAVM_BENCH_OUT`, or
 //! `<target>/instavm-bench/pty.json`. Target: keystroke to echo p50 <= 2 ms.
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 const WARMUP: usize = 100;
 const KEYSTROKES: usize = 2000;
 const BIG_FILE_MIB: usize = 100;
+const SSH_RUNS: usize = 30;
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
@@ -131,6 +133,47 @@ fn main() {
         }
         let secs = t.elapsed().as_secs_f64();
         assert!(bytes >= BIG_FILE_MIB << 20, "got {bytes} bytes");
+
+        // `ssh vm true`, a new connection each time.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("id_ed25519");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(made.success());
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+        client.add_ssh_key(&public).await.expect("register key");
+        let addr = server.ssh_addr().expect("the SSH gateway's address");
+        let known = dir.path().join("known_hosts");
+        let mut ssh_samples = Vec::with_capacity(SSH_RUNS);
+        for _ in 0..SSH_RUNS {
+            let t = Instant::now();
+            let out = std::process::Command::new("ssh")
+                .arg("-p")
+                .arg(addr.port().to_string())
+                .arg("-i")
+                .arg(&key)
+                .args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "LogLevel=ERROR",
+                ])
+                .args(["-o", "StrictHostKeyChecking=accept-new"])
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", known.display()))
+                .arg(format!("{vm_id}@{}", addr.ip()))
+                .arg("true")
+                .output()
+                .expect("ssh");
+            assert!(out.status.success(), "{out:?}");
+            ssh_samples.push(t.elapsed());
+        }
+        ssh_samples.sort();
         json!({
             "keystroke_to_echo": {
                 "samples": samples.len(),
@@ -138,6 +181,11 @@ fn main() {
                 "p99_ms": pct(&samples, 0.99),
                 "target_p50_ms": 2.0,
                 "target_met": pct(&samples, 0.50) <= 2.0,
+            },
+            "ssh_true": {
+                "samples": ssh_samples.len(),
+                "p50_ms": pct(&ssh_samples, 0.50),
+                "p99_ms": pct(&ssh_samples, 0.99),
             },
             "cat_100_mib": {
                 "bytes": bytes,
@@ -154,6 +202,13 @@ fn main() {
         k["p99_ms"].as_f64().unwrap_or(f64::NAN),
         k["samples"],
         if k["target_met"] == true { "met" } else { "NOT met" }
+    );
+    let s = &report["ssh_true"];
+    println!(
+        "  ssh vm true         p50 {:>8.3} ms   p99 {:>8.3} ms   ({} runs, connection included)",
+        s["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        s["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        s["samples"]
     );
     let c = &report["cat_100_mib"];
     println!(

@@ -190,6 +190,16 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The SSH gateway's address from the newest `instavm SSH gateway listening on ADDR` line.
+    #[allow(dead_code)]
+    pub fn ssh_addr(&self) -> Option<std::net::SocketAddr> {
+        self.log()
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("instavm SSH gateway listening on "))
+            .and_then(|a| a.trim().parse().ok())
+    }
+
     fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }

@@ -11,7 +11,7 @@ use std::io;
 
 /// Capabilities that sandboxed root keeps: what a package manager or a typical program run as
 /// root needs inside its own files (the same set container runtimes grant by default, minus
-/// MKNOD, NET_RAW and SETFCAP). Everything else (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, NET_ADMIN,
+/// MKNOD, NET_RAW, SETFCAP and AUDIT_WRITE, which would let a sandbox forge audit records). Everything else (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, NET_ADMIN,
 /// SYS_TIME, DAC_READ_SEARCH, ...) is gone from every set, bounding set included.
 const KEPT_CAPS: &[u32] = &[
     0,  // CHOWN
@@ -24,7 +24,6 @@ const KEPT_CAPS: &[u32] = &[
     8,  // SETPCAP
     10, // NET_BIND_SERVICE
     18, // SYS_CHROOT
-    29, // AUDIT_WRITE
 ];
 const LAST_CAP: u32 = 40;
 

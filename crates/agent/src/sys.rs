@@ -315,12 +315,16 @@ pub fn wait_sigchld() {
 /// group and make it a preferred OOM victim over the agent (raising the score needs no
 /// privilege; it also undoes the agent's own immunity, which children would inherit).
 pub fn child_setup() -> io::Result<()> {
-    // SAFETY: setpgid, open, write and close are async-signal-safe; the path and buffer are
-    // static.
+    // SAFETY: setpgid, prctl, open, write and close are async-signal-safe; the path and
+    // buffer are static.
     unsafe {
         if libc::setpgid(0, 0) < 0 {
             return Err(io::Error::last_os_error());
         }
+        // The agent's copy is not dumpable, so its /proc files belong to the host's root and
+        // are closed to the sandbox's: dumpable (as exec would make it anyway), this child
+        // owns its own /proc/self again.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
         let path: &CStr = c"/proc/self/oom_score_adj";
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
         if fd >= 0 {
@@ -389,4 +393,158 @@ impl CpuSet {
             }
         }
     }
+}
+
+// ---- mounts by descriptor and the user namespace ----
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Mount a copy of the directory `source` at `target`, with its owners mapped through the user
+/// namespace `userns` (ids on disk count from 0 as inside the sandbox; the mount shows them as
+/// the sandbox's host ids).
+pub fn mount_idmapped(
+    source: impl AsRef<Path>,
+    target: impl AsRef<Path>,
+    userns: &impl AsRawFd,
+    read_only: bool,
+) -> io::Result<()> {
+    let (src, tgt) = (cstr(source.as_ref())?, cstr(target.as_ref())?);
+    let what = || format!("idmapped mount of {}", source.as_ref().display());
+    // SAFETY: `src` is a valid C string; open_tree returns a new descriptor or fails.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    let fd = with_context(check(fd as libc::c_int), what)?;
+    // SAFETY: open_tree succeeded; the descriptor is ours alone.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a live mount_attr of the size passed; the path is an empty C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    with_context(check(ret as libc::c_int), what)?;
+    // SAFETY: both paths are valid C strings; the source is the detached tree we hold.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            tgt.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    with_context(check(ret as libc::c_int).map(drop), what)
+}
+
+/// Create files from now on as host id `id` (uid and gid), keeping every capability effective.
+/// Overlayfs records the mounter's ids for its own work files, and the idmapped layers only
+/// accept ids of the sandbox's range.
+pub fn set_fs_ids(id: u32) -> io::Result<()> {
+    // SAFETY: plain syscalls with integer arguments (they return the previous id).
+    unsafe {
+        libc::setfsgid(id);
+        libc::setfsuid(id);
+    }
+    // Changing the fs uid away from 0 clears the file capabilities from the effective set:
+    // raise the effective set back to the permitted one.
+    let (_, permitted, _) = capget()?;
+    capset(permitted, permitted, 0)
+}
+
+/// (effective, permitted, inheritable) capability sets of this thread.
+pub fn capget() -> io::Result<(u64, u64, u64)> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: header and data match the kernel's v3 layout (one header, two data structs).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    check(ret as libc::c_int)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// Become root of the user namespace `userns` (host id `first` of the sandbox's range), with no
+/// supplementary groups. The process must still be single-threaded.
+pub fn enter_userns(userns: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: setns on a namespace descriptor we hold; integer arguments.
+    let ret = unsafe { libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) };
+    with_context(check(ret).map(drop), || {
+        "entering the user namespace".into()
+    })?;
+    // SAFETY: plain syscalls; setgroups with size 0 reads no memory.
+    let ret = unsafe {
+        if libc::setgroups(0, std::ptr::null()) < 0 {
+            -1
+        } else if libc::setresgid(0, 0, 0) < 0 {
+            -1
+        } else {
+            libc::setresuid(0, 0, 0)
+        }
+    };
+    with_context(check(ret).map(drop), || {
+        "becoming root of the user namespace".into()
+    })
+}
+
+/// Point stdout and stderr at the sandbox's /dev/null.
+pub fn silence_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 only manipulates the descriptor table.
+        check(unsafe { libc::dup2(null.as_raw_fd(), fd) })?;
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::agent_client::AgentClient;
 use crate::cgroup::{Cgroups, Limits};
+use crate::ids::{self, IdRange, IdRanges};
 use crate::image::{self, ImageStore};
 use crate::layers::Layers;
 use crate::network::{Network, Slot};
@@ -34,7 +35,9 @@ const SHM_BYTES: u64 = 64 << 20;
 
 pub struct Inner {
     sandboxes_dir: PathBuf,
-    agent_path: PathBuf,
+    /// A sealed in-memory copy of the agent binary, what every sandbox init executes.
+    agent: OwnedFd,
+    ids: IdRanges,
     pub cgroups: Cgroups,
     pub layers: Layers,
     network: Option<Network>,
@@ -58,6 +61,9 @@ pub struct Sandbox {
     record: Mutex<Record>,
     pub client: AgentClient,
     pidfd: Mutex<Option<OwnedFd>>,
+    /// Read end of the pipe the agent reports start-up errors on (its stdout and stderr until
+    /// it is set up; none after a restart).
+    log: Mutex<Option<fs::File>>,
     /// Set by whoever starts tearing the sandbox down, so it happens once.
     ending: AtomicBool,
 }
@@ -118,6 +124,11 @@ impl Inner {
             .map_err(io_err("creating the sandboxes directory"))?;
         let instance = instance_tag(&data_dir);
         let agent_path = find_agent(&config)?;
+        let agent = sys::sealed_copy(&agent_path, "instavm-agent").map_err(|e| {
+            RuntimeError::Unavailable(format!("loading {}: {e}", agent_path.display()))
+        })?;
+        let ids = IdRanges::open(&instance, &sandboxes_dir)
+            .map_err(io_err("opening the uid range pool"))?;
         let cgroups =
             Cgroups::detect(&instance).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         let layers = Layers::open(&data_dir).map_err(io_err("opening the layer store"))?;
@@ -141,7 +152,8 @@ impl Inner {
         );
         Ok(Inner {
             sandboxes_dir,
-            agent_path,
+            agent,
+            ids,
             cgroups,
             layers,
             network,
@@ -246,6 +258,7 @@ impl Inner {
             pid: None,
             start_time: None,
             slot: None,
+            ids: None,
             pooled,
             cpu: None,
         };
@@ -254,8 +267,8 @@ impl Inner {
             .map_err(io_err("writing the sandbox record"))
             .and_then(|()| self.start(&dir, &mut rec, &lower));
         match started {
-            Ok(pidfd) => {
-                let sb = Sandbox::new(dir, rec, pidfd);
+            Ok((pidfd, log)) => {
+                let sb = Sandbox::new(dir, rec, pidfd, Some(log));
                 lock(&self.live).insert(id, sb.clone());
                 Ok(sb)
             }
@@ -266,7 +279,7 @@ impl Inner {
         }
     }
 
-    fn start(&self, dir: &Path, rec: &mut Record, lower: &Path) -> Result<OwnedFd> {
+    fn start(&self, dir: &Path, rec: &mut Record, lower: &Path) -> Result<(OwnedFd, fs::File)> {
         let id = rec.id.as_str().to_owned();
         let mut phases = Phases::start();
         let slot = match &self.network {
@@ -281,6 +294,15 @@ impl Inner {
             None => None,
         };
         phases.mark("address");
+        let range = self
+            .ids
+            .allocate(&id)
+            .map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
+        rec.ids = Some(range.0);
+        record::save(dir, rec).map_err(io_err("writing the sandbox record"))?;
+        let userns = sys::create_userns(range.first(), ids::RANGE_SIZE)
+            .map_err(io_err("creating the user namespace"))?;
+        phases.mark("userns");
         let limits = Limits {
             memory_bytes: u64::from(rec.spec.memory_mb) << 20,
             pids: rec.spec.pids_max,
@@ -299,23 +321,21 @@ impl Inner {
         fs::create_dir(&root).map_err(io_err("creating the root mount point"))?;
         let socket = dir.join("agent.sock");
         let listener = UnixListener::bind(&socket).map_err(io_err("binding the agent socket"))?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(dir.join("agent.log"))
-            .map_err(io_err("opening the agent log"))?;
+        let (log_r, log_w) = pipe().map_err(io_err("creating the log pipe"))?;
         let (config_r, config_w) = pipe().map_err(io_err("creating the config pipe"))?;
 
         let spawned = sys::spawn_sandbox_init(
-            &self.agent_path,
-            &[],
-            &config_r,
-            &OwnedFd::from(listener),
-            &log,
+            &self.agent,
+            "instavm-agent",
+            sys::InitFds {
+                config: &config_r,
+                listener: &OwnedFd::from(listener),
+                userns: &userns,
+                log: &log_w,
+            },
         )
         .map_err(io_err("starting the sandbox"))?;
-        drop(config_r);
+        drop((config_r, log_w, userns));
         phases.mark("clone");
         rec.pid = Some(spawned.pid);
         rec.start_time = sys::process_start_time(spawned.pid);
@@ -345,6 +365,7 @@ impl Inner {
             shm_bytes: SHM_BYTES,
             deadline_unix_secs: agent_deadline(rec.expires_at),
             cpu: rec.cpu,
+            host_root_id: range.first(),
         };
         let mut w = fs::File::from(config_w);
         w.write_all(&serde_json::to_vec(&config).map_err(|e| RuntimeError::Agent(e.to_string()))?)
@@ -359,7 +380,9 @@ impl Inner {
         }
         phases.mark("network");
         tracing::debug!(sandbox = %id, "create phases (ms): {phases}");
-        Ok(spawned.pidfd)
+        let log = fs::File::from(log_r);
+        sys::set_nonblocking(&log).map_err(io_err("setting up the log pipe"))?;
+        Ok((spawned.pidfd, log))
     }
 
     /// Free everything a sandbox holds, whether or not it is still running (blocking).
@@ -382,6 +405,9 @@ impl Inner {
         }
         if let Err(e) = self.layers.remove(id.as_str()) {
             tracing::error!(sandbox = %id, "layer cleanup: {e}");
+        }
+        if let Some(range) = rec.ids {
+            self.ids.release(IdRange(range));
         }
         let dir = self.sandboxes_dir.join(id.as_str());
         if let Err(e) = fs::remove_dir_all(&dir) {
@@ -406,7 +432,7 @@ impl Inner {
                     match sys::pidfd_open(pid) {
                         Ok(pidfd) => {
                             tracing::info!(sandbox = %id, "recovered a running sandbox");
-                            live.push(Sandbox::new(dir, rec, pidfd));
+                            live.push(Sandbox::new(dir, rec, pidfd, None));
                         }
                         Err(_) => self.release(&id, &rec),
                     }
@@ -421,6 +447,7 @@ impl Inner {
                         pid: None,
                         start_time: None,
                         slot: None,
+                        ids: None,
                         pooled: false,
                         cpu: None,
                     });
@@ -438,6 +465,11 @@ impl Inner {
         for id in self.layers.list() {
             if !known.contains(&id) {
                 let _ = self.layers.remove(&id);
+            }
+        }
+        for (range, id) in self.ids.owned() {
+            if !known.contains(&id) {
+                self.ids.release(range);
             }
         }
         if let Some(net) = &self.network {
@@ -470,8 +502,9 @@ impl Inner {
 }
 
 impl Sandbox {
-    fn new(dir: PathBuf, rec: Record, pidfd: OwnedFd) -> Arc<Self> {
+    fn new(dir: PathBuf, rec: Record, pidfd: OwnedFd, log: Option<fs::File>) -> Arc<Self> {
         Arc::new(Sandbox {
+            log: Mutex::new(log),
             id: rec.id.clone(),
             client: AgentClient::new(dir.join("agent.sock")),
             dir,
@@ -504,8 +537,26 @@ impl Sandbox {
         }
     }
 
-    /// The agent's last words, for errors about a sandbox that would not start.
+    /// The agent answered: it is set up and reports nothing on the log pipe any more.
+    pub fn started(&self) {
+        lock(&self.log).take();
+    }
+
+    /// The agent's last words, for errors about a sandbox that would not start. What the agent
+    /// reported is kept in `agent.log` of the sandbox directory.
     pub fn last_log_line(&self) -> Option<String> {
+        let mut said = Vec::new();
+        if let Some(pipe) = lock(&self.log).as_mut() {
+            let _ = std::io::Read::read_to_end(pipe, &mut said);
+        }
+        if !said.is_empty() {
+            let _ = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.dir.join("agent.log"))
+                .and_then(|mut f| f.write_all(&said));
+        }
         let log = fs::read_to_string(self.dir.join("agent.log")).ok()?;
         log.lines()
             .rev()
@@ -712,6 +763,7 @@ pub fn start_pool(inner: &Arc<Inner>) {
                         sb.client.call(&Request::Ping).await,
                         Ok(Response::Pong { .. })
                     ) {
+                        sb.started();
                         lock(&inner.pool).push_back(sb);
                     } else {
                         let _ = destroy_any(&inner, &sb.id, ExitReason::Died).await;

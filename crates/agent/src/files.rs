@@ -1,5 +1,9 @@
 //! File requests. The agent lives inside the sandbox's root after `pivot_root`, so every path,
-//! `..` and symlink included, resolves inside the sandbox: there is no host path to reach.
+//! `..` and symlink included, resolves inside the sandbox: there is no host path to reach. On
+//! top of that, files are opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, which
+//! refuses /proc's magic links (the agent's own `/proc/1/exe` and descriptors), and the agent's
+//! other /proc entries are refused too: a request reads what sandboxed code could read, not
+//! what the agent process can.
 
 use instavm_protocol::{
     parse_json, read_frame, write_frame, write_json, Entry, EntryKind, ErrorKind, FrameKind,
@@ -61,9 +65,15 @@ pub fn stat(path: &str) -> Response {
         Err(r) => return r,
     };
     // Follow symlinks like stat(1) -L would, but still describe a dangling link.
-    match fs::metadata(p).or_else(|_| fs::symlink_metadata(p)) {
-        Ok(m) => Response::File(entry(path, &m)),
-        Err(e) => io_error(path, &e),
+    match open_for_request(path, libc::O_PATH) {
+        Ok(f) => match f.metadata() {
+            Ok(m) => Response::File(entry(path, &m)),
+            Err(e) => io_error(path, &e),
+        },
+        Err(r) => match fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => Response::File(entry(path, &m)),
+            _ => r,
+        },
     }
 }
 
@@ -212,11 +222,29 @@ pub fn write_file(
     write_json(conn, &response.unwrap_or_else(|r| r))
 }
 
+/// Open `path` for a request: inside the root, no magic links, never the agent's own /proc.
+fn open_for_request(path: &str, flags: libc::c_int) -> Result<File, Response> {
+    let fd = crate::sys::open_in_root(path, flags, 0).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) => error(
+            ErrorKind::PermissionDenied,
+            format!("{path}: not served (a /proc magic link)"),
+        ),
+        _ => io_error(path, &e),
+    })?;
+    if crate::sys::is_agent_proc_file(&fd) {
+        return Err(error(
+            ErrorKind::PermissionDenied,
+            format!("{path}: not served (belongs to the sandbox's init)"),
+        ));
+    }
+    Ok(File::from(fd))
+}
+
 /// Send a regular file: a `File` answer, data frames, an end frame. An error after the first
 /// answer is sent as an `Error` message in place of the end frame.
 pub fn read_file(conn: &mut impl Write, path: &str) -> io::Result<()> {
-    let opened = check_path(path).and_then(|p| {
-        let f = File::open(p).map_err(|e| io_error(path, &e))?;
+    let opened = check_path(path).and_then(|_| {
+        let f = open_for_request(path, libc::O_RDONLY)?;
         let meta = f.metadata().map_err(|e| io_error(path, &e))?;
         if meta.is_dir() {
             return Err(error(
@@ -230,6 +258,7 @@ pub fn read_file(conn: &mut impl Write, path: &str) -> io::Result<()> {
                 format!("{path} is not a regular file"),
             ));
         }
+        crate::sys::set_blocking(&f).map_err(|e| io_error(path, &e))?;
         Ok((f, meta))
     });
     let (mut f, meta) = match opened {

@@ -548,3 +548,103 @@ pub fn silence_stdio() -> io::Result<()> {
     }
     Ok(())
 }
+
+// ---- resolving file requests ----
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+const PROC_SUPER_MAGIC: libc::c_long = 0x9fa0;
+
+/// Open `path` (absolute or not, always taken from the sandbox's `/`) the way a file request
+/// may: `..` and symlinks never leave the root, and /proc's magic links (`/proc/1/exe`,
+/// `/proc/*/fd/*`, `/proc/*/root`), which name objects rather than paths, are refused. Opened
+/// non-blocking, so a FIFO or a device cannot stall the thread; `flags` adds to that.
+pub fn open_in_root(path: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let p = cstr(path)?;
+    // O_PATH takes no other open flags.
+    let extra = if flags & libc::O_PATH != 0 {
+        libc::O_CLOEXEC
+    } else {
+        libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY
+    };
+    let how = OpenHow {
+        flags: (flags | extra) as u64,
+        mode: if flags & libc::O_CREAT != 0 {
+            u64::from(mode)
+        } else {
+            0
+        },
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    let root = c"/";
+    // SAFETY: open with a valid C string; returns a new descriptor or fails.
+    let dirfd = check(unsafe {
+        libc::open(
+            root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: open succeeded; the descriptor is ours.
+    let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    // SAFETY: `p` is a valid C string and `how` a live open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd.as_raw_fd(),
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = check(fd as libc::c_int)?;
+    // SAFETY: openat2 succeeded; the descriptor is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Is `fd` a file of the agent's own /proc entries (`/proc/1/maps`, `/proc/<agent thread>/...`)?
+/// Those of a process that is not dumpable, like the agent, belong to the host's root, whose id
+/// is not mapped in the sandbox's user namespace and shows as the overflow id.
+pub fn is_agent_proc_file(fd: &impl AsRawFd) -> bool {
+    // SAFETY: a zeroed statfs is a valid output buffer for fstatfs on our descriptor.
+    let on_proc = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::fstatfs(fd.as_raw_fd(), &mut fs) == 0 && fs.f_type == PROC_SUPER_MAGIC
+    };
+    if !on_proc {
+        return false;
+    }
+    let Ok(resolved) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+        return true;
+    };
+    let mut parts = resolved.components().skip(2);
+    let Some(pid) = parts
+        .next()
+        .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}")).map_or(true, |m| m.uid() == overflow_uid())
+}
+
+fn overflow_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
+}
+
+/// Clear O_NONBLOCK once a descriptor is known to be a regular file.
+pub fn set_blocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, integer arguments only.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
+}

@@ -1,7 +1,7 @@
 //! Sandbox lifecycle: create, watch, expire, destroy, and recovery after a restart.
 
 use crate::agent_client::AgentClient;
-use crate::cgroup::{Cgroups, Limits};
+use crate::cgroup::{cgroup_key, Cgroups, Limits};
 use crate::ids::{self, IdRange, IdRanges};
 use crate::image::{self, ImageStore};
 use crate::layers::Layers;
@@ -308,8 +308,9 @@ impl Inner {
             pids: rec.spec.pids_max,
             vcpus: rec.spec.vcpu_count,
         };
+        let cgroup = cgroup_key(&id, rec.spec.tenant.as_deref());
         self.cgroups
-            .create(&id, limits)
+            .create(&cgroup, limits)
             .map_err(io_err("creating cgroups"))?;
         phases.mark("cgroups");
         let layer = self
@@ -345,7 +346,7 @@ impl Inner {
         // we may (CAP_SYS_RESOURCE), it is also exempt from the OOM killer; either way its
         // children raise their own score so the OOM killer picks them first.
         self.cgroups
-            .add(&id, spawned.pid)
+            .add(&cgroup, spawned.pid)
             .map_err(io_err("joining cgroups"))?;
         let _ = fs::write(format!("/proc/{}/oom_score_adj", spawned.pid), "-1000");
         let config = AgentConfig {
@@ -392,7 +393,8 @@ impl Inner {
                 sys::kill(pid, libc::SIGKILL);
             }
         }
-        if let Err(e) = self.cgroups.destroy(id.as_str()) {
+        let cgroup = cgroup_key(id.as_str(), rec.spec.tenant.as_deref());
+        if let Err(e) = self.cgroups.destroy(&cgroup) {
             tracing::error!(sandbox = %id, "cgroup cleanup: {e}");
         }
         if let Some(net) = &self.network {
@@ -457,9 +459,10 @@ impl Inner {
         }
         // Resources without a record (a crash between creating them and writing it).
         let known: Vec<String> = live.iter().map(|s| s.id.to_string()).collect();
-        for id in self.cgroups.list() {
+        for key in self.cgroups.list() {
+            let id = key.rsplit('/').next().unwrap_or_default().to_owned();
             if !known.contains(&id) {
-                let _ = self.cgroups.destroy(&id);
+                let _ = self.cgroups.destroy(&key);
             }
         }
         for id in self.layers.list() {
@@ -488,8 +491,13 @@ impl Inner {
     }
 
     pub fn stats(&self, sb: &Sandbox) -> SandboxStats {
-        let mut s = self.cgroups.stats(sb.id.as_str());
-        s.disk_limit_bytes = lock(&sb.record).spec.disk_mb << 20;
+        let (cgroup, disk_mb) = {
+            let rec = lock(&sb.record);
+            let key = cgroup_key(sb.id.as_str(), rec.spec.tenant.as_deref());
+            (key, rec.spec.disk_mb)
+        };
+        let mut s = self.cgroups.stats(&cgroup);
+        s.disk_limit_bytes = disk_mb << 20;
         s.disk_bytes = self.layers.usage(sb.id.as_str());
         s
     }
@@ -819,9 +827,20 @@ async fn configure(inner: &Arc<Inner>, sb: &Arc<Sandbox>, spec: &SandboxSpec) ->
             pids: spec2.pids_max,
             vcpus: spec2.vcpu_count,
         };
-        i2.cgroups
-            .set_limits(id, limits)
-            .map_err(io_err("setting limits"))?;
+        // A tenant's sandbox joins the tenant's parent cgroup; the record says where it is
+        // at once, so a failure later still cleans up the right cgroup.
+        let now_in = cgroup_key(id, lock(&sb2.record).spec.tenant.as_deref());
+        let wanted = cgroup_key(id, spec2.tenant.as_deref());
+        if now_in == wanted {
+            i2.cgroups
+                .set_limits(&wanted, limits)
+                .map_err(io_err("setting limits"))?;
+        } else {
+            i2.cgroups
+                .migrate(&now_in, &wanted, limits)
+                .map_err(io_err("moving into the tenant's cgroup"))?;
+            lock(&sb2.record).spec.tenant = spec2.tenant.clone();
+        }
         i2.layers
             .set_quota(id, spec2.disk_mb << 20)
             .map_err(io_err("setting the disk quota"))?;

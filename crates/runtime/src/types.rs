@@ -63,6 +63,10 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// Time until the reaper destroys the sandbox.
     pub lifetime: Duration,
+    /// Who the sandbox is for (the server passes its user): a backend may group a tenant's
+    /// sandboxes, so that resources are shared fairly between tenants first.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 impl Default for SandboxSpec {
@@ -75,6 +79,7 @@ impl Default for SandboxSpec {
             pids_max: 512,
             env: BTreeMap::new(),
             lifetime: Duration::from_secs(300),
+            tenant: None,
         }
     }
 }

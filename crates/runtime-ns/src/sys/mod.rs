@@ -5,7 +5,7 @@ pub mod netlink;
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -657,8 +657,6 @@ struct UsernsHelper {
     /// Written when the namespace exists; the helper then waits for `wait_r` to close.
     ready_w: RawFd,
     wait_r: RawFd,
-    /// The parent's ends, closed in the helper's copy of the descriptor table.
-    parent_ends: [RawFd; 2],
 }
 
 extern "C" fn userns_helper_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -667,9 +665,17 @@ extern "C" fn userns_helper_main(arg: *mut libc::c_void) -> libc::c_int {
     // would coordinate with the parent's threads, such as setuid's all-threads broadcast).
     unsafe {
         let a = &*(arg as *const UsernsHelper);
-        for fd in a.parent_ends {
-            libc::close(fd);
-        }
+        // Keep only our two pipe ends: the copied descriptor table also holds other helpers'
+        // pipes (creates run in parallel), and holding those would keep them waiting.
+        let (lo, hi) = (a.ready_w.min(a.wait_r), a.ready_w.max(a.wait_r));
+        let close = |first: RawFd, last: libc::c_uint| {
+            if first as libc::c_uint <= last {
+                libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, 0);
+            }
+        };
+        close(0, (lo - 1) as libc::c_uint);
+        close(lo + 1, (hi - 1) as libc::c_uint);
+        close(hi + 1, libc::c_uint::MAX);
         let id = a.id as libc::c_long;
         let ok = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
             && libc::syscall(libc::SYS_setresgid, id, id, id) == 0
@@ -703,7 +709,6 @@ pub fn create_userns(first: u32, count: u32) -> io::Result<OwnedFd> {
         id: first,
         ready_w: ready_w.as_raw_fd(),
         wait_r: wait_r.as_raw_fd(),
-        parent_ends: [ready_r.as_raw_fd(), wait_w.as_raw_fd()],
     };
     let mut stack = vec![0u8; 16 * 1024];
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
@@ -744,7 +749,8 @@ pub fn create_userns(first: u32, count: u32) -> io::Result<OwnedFd> {
         std::fs::write(format!("/proc/{pid}/gid_map"), &map)?;
         Ok(OwnedFd::from(File::open(format!("/proc/{pid}/ns/user"))?))
     })();
-    drop(wait_w);
+    // Release the helper (explicitly: a write, not only the close, ends its wait).
+    let _ = (&File::from(wait_w)).write(&[1]);
     let mut status = 0;
     // SAFETY: waits for our own child; `status` is a live output.
     unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };

@@ -622,15 +622,19 @@ pub fn is_agent_proc_file(fd: &impl AsRawFd) -> bool {
     let Ok(resolved) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
         return true;
     };
-    let mut parts = resolved.components().skip(2);
-    let Some(pid) = parts
-        .next()
+    let in_pid_dir = resolved
+        .components()
+        .nth(2)
         .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
-    else {
-        return false;
+        .is_some();
+    // The /proc/<pid> directory itself always shows the task's uid; its entries show the
+    // owner that dumpability decides.
+    // SAFETY: a zeroed stat is a valid output buffer for fstat on our descriptor.
+    let owner = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd.as_raw_fd(), &mut st) == 0).then_some(st.st_uid)
     };
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}")).map_or(true, |m| m.uid() == overflow_uid())
+    in_pid_dir && owner.is_none_or(|uid| uid == overflow_uid())
 }
 
 fn overflow_uid() -> u32 {

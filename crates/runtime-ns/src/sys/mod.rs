@@ -106,6 +106,8 @@ pub fn spawn_sandbox_init(
         // SAFETY: fcntl succeeded, so `new` is open and owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(new) })
     };
+    // The program too: executed after the moves, it must not be one of their targets.
+    let program = high(program.as_raw_fd())?;
     let (c, l, u, g) = (
         high(fds.config.as_raw_fd())?,
         high(fds.listener.as_raw_fd())?,

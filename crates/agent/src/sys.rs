@@ -526,9 +526,8 @@ pub fn enter_userns(userns: &impl AsRawFd) -> io::Result<()> {
     })?;
     // SAFETY: plain syscalls; setgroups with size 0 reads no memory.
     let ret = unsafe {
-        if libc::setgroups(0, std::ptr::null()) < 0 {
-            -1
-        } else if libc::setresgid(0, 0, 0) < 0 {
+        let failed = libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0;
+        if failed {
             -1
         } else {
             libc::setresuid(0, 0, 0)

@@ -82,7 +82,11 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match fs::metadata(p) {
+    let top = match open_for_request(path, libc::O_PATH) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match top.metadata() {
         Ok(m) if !m.is_dir() => {
             return error(
                 ErrorKind::NotADirectory,
@@ -92,16 +96,18 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
         Err(e) => return io_error(path, &e),
         Ok(_) => {}
     }
+    // Walk from the directory that was checked, not from the path again.
     let mut entries = Vec::new();
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    let mut stack = vec![(fd_path(&top), p.to_path_buf())];
+    while let Some((dir, shown_dir)) = stack.pop() {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
         for item in rd.flatten() {
             if entries.len() >= MAX_LIST {
                 return Response::Entries { entries };
             }
             let child = item.path();
-            let Some(child_str) = child.to_str() else {
+            let shown = shown_dir.join(item.file_name());
+            let Some(child_str) = shown.to_str() else {
                 continue;
             };
             // symlink_metadata: a recursive listing never follows a link out of the tree.
@@ -109,7 +115,7 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
                 continue;
             };
             if recursive && meta.is_dir() {
-                stack.push(child.clone());
+                stack.push((child.clone(), shown.clone()));
             }
             entries.push(entry(child_str, &meta));
         }
@@ -123,8 +129,18 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
 /// a file nor clobbers the one that was there.
 struct Upload {
     file: File,
+    /// Both in `dir`, named through its descriptor (`/proc/self/fd/N/...`).
     tmp: PathBuf,
     target: PathBuf,
+    /// The target's directory, opened like any file request; held so the paths above stay
+    /// valid, dropped last.
+    _dir: File,
+}
+
+/// The agent's own name for an open descriptor, to use it as a directory in paths.
+fn fd_path(f: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 impl Upload {
@@ -139,6 +155,9 @@ impl Upload {
         if create_parents {
             fs::create_dir_all(parent).map_err(|e| io_error(path, &e))?;
         }
+        let parent = parent.to_str().unwrap_or("/");
+        let dir = open_for_request(if parent.is_empty() { "/" } else { parent }, libc::O_PATH)?;
+        let target = fd_path(&dir).join(name);
         if target.is_dir() {
             return Err(error(
                 ErrorKind::IsADirectory,
@@ -146,7 +165,7 @@ impl Upload {
             ));
         }
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let tmp = parent.join(format!(
+        let tmp = fd_path(&dir).join(format!(
             ".{}.upload-{}",
             name.to_string_lossy(),
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -157,7 +176,12 @@ impl Upload {
             .mode(mode.unwrap_or(0o644))
             .open(&tmp)
             .map_err(|e| io_error(path, &e))?;
-        Ok(Upload { file, tmp, target })
+        Ok(Upload {
+            file,
+            tmp,
+            target,
+            _dir: dir,
+        })
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {

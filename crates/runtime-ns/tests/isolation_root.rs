@@ -737,6 +737,20 @@ async fn the_file_api_serves_no_host_files() {
     for path in ["/app/maps", "/app/log"] {
         assert!(env.rt.read_file(&sb.id, path).await.is_err(), "{path}");
     }
+    // Listings and uploads resolve the same way.
+    assert!(env.rt.list_dir(&sb.id, "/proc/1/fd", false).await.is_err());
+    assert!(env
+        .rt
+        .write_file(
+            &sb.id,
+            "/proc/1/cwd/app/planted",
+            reader(b"x".to_vec()),
+            WriteOptions::default()
+        )
+        .await
+        .is_err());
+    let listed = env.rt.list_dir(&sb.id, "/app", false).await.unwrap();
+    assert!(listed.iter().any(|f| f.path == "/app/maps"), "{listed:?}");
     // The agent runs from a sealed memory copy: its /proc/1/exe names no host file.
     let out = env.sh(&sb.id, "cat /proc/1/maps 2>&1 | head -3").await;
     assert!(!out.stdout.contains("/work"), "{out:?}");
@@ -790,7 +804,10 @@ async fn conntrack_flooding_is_limited_per_sandbox() {
         .lines()
         .filter(|l| l.contains(&format!("src={a_ip} ")))
         .count();
-    eprintln!("20,000 UDP flows in {}s: {tracked} tracked", out.stdout.trim());
+    eprintln!(
+        "20,000 UDP flows in {}s: {tracked} tracked",
+        out.stdout.trim()
+    );
     assert!(
         tracked <= 4096 + 16,
         "sandbox A holds {tracked} conntrack entries"

@@ -629,12 +629,13 @@ for name, fam, kind in [("unix", 1, 1), ("inet", 2, 1), ("inet6", 10, 2), ("netl
     for ok in ["unix ok", "inet ok", "inet6 ok", "netlink ok"] {
         assert!(out.stdout.contains(ok), "{ok}: {out:?}");
     }
-    // Everyday tools still work: ip (netlink), Python's socket module, name resolution setup.
+    // Everyday tools still work: ip (netlink), Python's socket module, resolver setup, port 80.
     let out = env
         .sh(
             &sb.id,
             "ip -o addr show dev eth0 && python3 -c 'import socket; socket.socketpair(); \
-             socket.getaddrinfo(\"localhost\", 80)' && echo fine",
+             socket.getaddrinfo(\"localhost\", 80); socket.socket().bind((\"0.0.0.0\", 80))' \
+             && echo fine",
         )
         .await;
     assert!(

@@ -1,5 +1,9 @@
 //! File requests. The agent lives inside the sandbox's root after `pivot_root`, so every path,
-//! `..` and symlink included, resolves inside the sandbox: there is no host path to reach.
+//! `..` and symlink included, resolves inside the sandbox: there is no host path to reach. On
+//! top of that, files are opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, which
+//! refuses /proc's magic links (the agent's own `/proc/1/exe` and descriptors), and the agent's
+//! other /proc entries are refused too: a request reads what sandboxed code could read, not
+//! what the agent process can.
 
 use instavm_protocol::{
     parse_json, read_frame, write_frame, write_json, Entry, EntryKind, ErrorKind, FrameKind,
@@ -61,9 +65,15 @@ pub fn stat(path: &str) -> Response {
         Err(r) => return r,
     };
     // Follow symlinks like stat(1) -L would, but still describe a dangling link.
-    match fs::metadata(p).or_else(|_| fs::symlink_metadata(p)) {
-        Ok(m) => Response::File(entry(path, &m)),
-        Err(e) => io_error(path, &e),
+    match open_for_request(path, libc::O_PATH) {
+        Ok(f) => match f.metadata() {
+            Ok(m) => Response::File(entry(path, &m)),
+            Err(e) => io_error(path, &e),
+        },
+        Err(r) => match fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => Response::File(entry(path, &m)),
+            _ => r,
+        },
     }
 }
 
@@ -72,7 +82,11 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match fs::metadata(p) {
+    let top = match open_for_request(path, libc::O_PATH) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match top.metadata() {
         Ok(m) if !m.is_dir() => {
             return error(
                 ErrorKind::NotADirectory,
@@ -82,16 +96,18 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
         Err(e) => return io_error(path, &e),
         Ok(_) => {}
     }
+    // Walk from the directory that was checked, not from the path again.
     let mut entries = Vec::new();
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    let mut stack = vec![(fd_path(&top), p.to_path_buf())];
+    while let Some((dir, shown_dir)) = stack.pop() {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
         for item in rd.flatten() {
             if entries.len() >= MAX_LIST {
                 return Response::Entries { entries };
             }
             let child = item.path();
-            let Some(child_str) = child.to_str() else {
+            let shown = shown_dir.join(item.file_name());
+            let Some(child_str) = shown.to_str() else {
                 continue;
             };
             // symlink_metadata: a recursive listing never follows a link out of the tree.
@@ -99,7 +115,7 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
                 continue;
             };
             if recursive && meta.is_dir() {
-                stack.push(child.clone());
+                stack.push((child.clone(), shown.clone()));
             }
             entries.push(entry(child_str, &meta));
         }
@@ -113,8 +129,18 @@ pub fn list_dir(path: &str, recursive: bool) -> Response {
 /// a file nor clobbers the one that was there.
 struct Upload {
     file: File,
+    /// Both in `dir`, named through its descriptor (`/proc/self/fd/N/...`).
     tmp: PathBuf,
     target: PathBuf,
+    /// The target's directory, opened like any file request; held so the paths above stay
+    /// valid, dropped last.
+    _dir: File,
+}
+
+/// The agent's own name for an open descriptor, to use it as a directory in paths.
+fn fd_path(f: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 impl Upload {
@@ -129,6 +155,9 @@ impl Upload {
         if create_parents {
             fs::create_dir_all(parent).map_err(|e| io_error(path, &e))?;
         }
+        let parent = parent.to_str().unwrap_or("/");
+        let dir = open_for_request(if parent.is_empty() { "/" } else { parent }, libc::O_PATH)?;
+        let target = fd_path(&dir).join(name);
         if target.is_dir() {
             return Err(error(
                 ErrorKind::IsADirectory,
@@ -136,7 +165,7 @@ impl Upload {
             ));
         }
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let tmp = parent.join(format!(
+        let tmp = fd_path(&dir).join(format!(
             ".{}.upload-{}",
             name.to_string_lossy(),
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -147,7 +176,12 @@ impl Upload {
             .mode(mode.unwrap_or(0o644))
             .open(&tmp)
             .map_err(|e| io_error(path, &e))?;
-        Ok(Upload { file, tmp, target })
+        Ok(Upload {
+            file,
+            tmp,
+            target,
+            _dir: dir,
+        })
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -212,11 +246,29 @@ pub fn write_file(
     write_json(conn, &response.unwrap_or_else(|r| r))
 }
 
+/// Open `path` for a request: inside the root, no magic links, never the agent's own /proc.
+fn open_for_request(path: &str, flags: libc::c_int) -> Result<File, Response> {
+    let fd = crate::sys::open_in_root(path, flags, 0).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) => error(
+            ErrorKind::PermissionDenied,
+            format!("{path}: not served (a /proc magic link)"),
+        ),
+        _ => io_error(path, &e),
+    })?;
+    if crate::sys::is_agent_proc_file(&fd) {
+        return Err(error(
+            ErrorKind::PermissionDenied,
+            format!("{path}: not served (belongs to the sandbox's init)"),
+        ));
+    }
+    Ok(File::from(fd))
+}
+
 /// Send a regular file: a `File` answer, data frames, an end frame. An error after the first
 /// answer is sent as an `Error` message in place of the end frame.
 pub fn read_file(conn: &mut impl Write, path: &str) -> io::Result<()> {
-    let opened = check_path(path).and_then(|p| {
-        let f = File::open(p).map_err(|e| io_error(path, &e))?;
+    let opened = check_path(path).and_then(|_| {
+        let f = open_for_request(path, libc::O_RDONLY)?;
         let meta = f.metadata().map_err(|e| io_error(path, &e))?;
         if meta.is_dir() {
             return Err(error(
@@ -230,6 +282,7 @@ pub fn read_file(conn: &mut impl Write, path: &str) -> io::Result<()> {
                 format!("{path} is not a regular file"),
             ));
         }
+        crate::sys::set_blocking(&f).map_err(|e| io_error(path, &e))?;
         Ok((f, meta))
     });
     let (mut f, meta) = match opened {

@@ -2,7 +2,7 @@
 //!
 //! The host starts it with `clone(2)` in fresh pid, mount, network, UTS and IPC namespaces, puts
 //! it in the sandbox's cgroups, then hands it its [`AgentConfig`] on fd 3. The agent builds the
-//! sandbox's root filesystem, locks itself down (capabilities, no_new_privs, seccomp), starts the
+//! sandbox's root filesystem, enters the sandbox's user namespace (fd 5), locks itself down (capabilities, no_new_privs, seccomp), starts the
 //! persistent Python interpreter, and serves host requests on the listening socket at fd 4: one
 //! thread per connection, each connection a sequence of request/response exchanges.
 
@@ -21,10 +21,10 @@ mod sys;
 
 use instavm_protocol::{
     parse_json, read_frame, write_json, AgentConfig, ErrorKind, Lang, Request, Response, CONFIG_FD,
-    LISTEN_FD, VERSION,
+    LISTEN_FD, USERNS_FD, VERSION,
 };
 use std::io::{self, Read};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 fn main() {
@@ -49,14 +49,21 @@ fn run() -> io::Result<()> {
     // test harness) must not reach sandboxes, which outlive server restarts.
     sys::setsid();
     // Whatever else the server process had open must not reach the sandbox.
-    sys::close_fds_from(LISTEN_FD + 1);
+    sys::close_fds_from(USERNS_FD + 1);
+    // SAFETY: the host passes the sandbox's user namespace as fd 5; nothing else owns it.
+    let userns = unsafe { OwnedFd::from_raw_fd(USERNS_FD) };
+    sys::set_cloexec(&userns)?;
     // Before any thread exists, so every thread inherits the mask and only the reaper sees it.
     sys::block_sigchld()?;
     let cfg = read_config()?;
     // Before any thread or child exists, so they all inherit it.
     cpus::init(cfg.cpu);
-    setup::enter_sandbox(&cfg)?;
+    setup::enter_sandbox(&cfg, &userns)?;
+    drop(userns);
     security::lock_down()?;
+    // Stdout and stderr are a pipe the host reads start-up errors from; from here on nothing
+    // of the host stays open in the sandbox.
+    sys::silence_stdio()?;
     reaper::start()?;
     // SAFETY: the host passes a listening unix socket as fd 4; nothing else owns it.
     let listener = unsafe { UnixListener::from_raw_fd(LISTEN_FD) };

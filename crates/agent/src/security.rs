@@ -11,7 +11,7 @@ use std::io;
 
 /// Capabilities that sandboxed root keeps: what a package manager or a typical program run as
 /// root needs inside its own files (the same set container runtimes grant by default, minus
-/// MKNOD, NET_RAW and SETFCAP). Everything else (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, NET_ADMIN,
+/// MKNOD, NET_RAW, SETFCAP and AUDIT_WRITE, which would let a sandbox forge audit records). Everything else (SYS_ADMIN, SYS_MODULE, SYS_PTRACE, NET_ADMIN,
 /// SYS_TIME, DAC_READ_SEARCH, ...) is gone from every set, bounding set included.
 const KEPT_CAPS: &[u32] = &[
     0,  // CHOWN
@@ -24,7 +24,6 @@ const KEPT_CAPS: &[u32] = &[
     8,  // SETPCAP
     10, // NET_BIND_SERVICE
     18, // SYS_CHROOT
-    29, // AUDIT_WRITE
 ];
 const LAST_CAP: u32 = 40;
 
@@ -165,6 +164,37 @@ fn build_clone3_filter() -> io::Result<BpfProgram> {
     compile(BTreeMap::from([(libc::SYS_clone3, vec![])]), libc::ENOSYS)
 }
 
+/// Socket address families a sandbox may use: local sockets, IPv4, IPv6 and netlink (`ip`,
+/// glibc's getaddrinfo and getifaddrs). Everything else (AF_VSOCK, which reaches the host's
+/// vsock space beside the firewall; AF_PACKET; AF_ALG; AF_KEY; Bluetooth, TIPC, RDS, XDP, ...)
+/// is kernel attack surface nobody's code needs here.
+const SOCKET_FAMILIES: &[u64] = &[
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+    libc::AF_NETLINK as u64,
+];
+
+/// `socket` and `socketpair` with any other family answer EAFNOSUPPORT, what a kernel without
+/// that family says, so programs fall back as they would there (a third filter: one errno each).
+fn build_socket_filter() -> io::Result<BpfProgram> {
+    let other_family = SOCKET_FAMILIES
+        .iter()
+        .map(|&family| {
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, family)
+                .map_err(to_io)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let rule = || SeccompRule::new(other_family.clone()).map_err(to_io);
+    compile(
+        BTreeMap::from([
+            (libc::SYS_socket, vec![rule()?]),
+            (libc::SYS_socketpair, vec![rule()?]),
+        ]),
+        libc::EAFNOSUPPORT,
+    )
+}
+
 /// A filter that answers the matching calls with `errno` and allows everything else.
 fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> io::Result<BpfProgram> {
     let filter = SeccompFilter::new(
@@ -179,7 +209,8 @@ fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> io::Result<Bpf
 
 fn install_seccomp() -> io::Result<()> {
     seccompiler::apply_filter(&build_filter()?).map_err(to_io)?;
-    seccompiler::apply_filter(&build_clone3_filter()?).map_err(to_io)
+    seccompiler::apply_filter(&build_clone3_filter()?).map_err(to_io)?;
+    seccompiler::apply_filter(&build_socket_filter()?).map_err(to_io)
 }
 
 #[cfg(test)]
@@ -188,5 +219,6 @@ mod tests {
     fn filter_compiles() {
         assert!(!super::build_filter().unwrap().is_empty());
         assert!(!super::build_clone3_filter().unwrap().is_empty());
+        assert!(!super::build_socket_filter().unwrap().is_empty());
     }
 }

@@ -1,10 +1,12 @@
 //! Turning the freshly cloned process into a sandbox: its root filesystem, /proc, /dev, and the
-//! few files that make a Linux userland happy. Runs once, as real root, before the lock-down.
+//! few files that make a Linux userland happy. Runs once, as host root, before the lock-down;
+//! ends by entering the sandbox's own user namespace.
 
 use crate::sys;
 use instavm_protocol::AgentConfig;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
@@ -25,6 +27,21 @@ const MASKED_PROC_FILES: &[&str] = &[
     "kpageflags",
     "kpagecgroup",
     "sysrq-trigger",
+    // The host's boot command line and kernel memory layouts.
+    "cmdline",
+    "slabinfo",
+    "vmallocinfo",
+    "pagetypeinfo",
+    "kmsg",
+    "config.gz",
+];
+/// /sys files and directories about the host's kernel and firmware, covered like the above.
+const MASKED_SYS_FILES: &[&str] = &["kernel/vmcoreinfo", "kernel/notes"];
+const MASKED_SYS_DIRS: &[&str] = &[
+    "firmware",
+    "kernel/debug",
+    "kernel/tracing",
+    "kernel/security",
 ];
 /// /proc directories that expose host hardware; each is covered with an empty read-only tmpfs.
 const MASKED_PROC_DIRS: &[&str] = &["acpi", "scsi", "asound"];
@@ -32,18 +49,45 @@ const MASKED_PROC_DIRS: &[&str] = &["acpi", "scsi", "asound"];
 /// host-wide sysctls or IRQ affinities must not be possible.
 const READONLY_PROC: &[&str] = &["sys", "irq", "bus", "fs"];
 
-pub fn enter_sandbox(cfg: &AgentConfig) -> io::Result<()> {
+pub fn enter_sandbox(cfg: &AgentConfig, userns: &OwnedFd) -> io::Result<()> {
     // A cgroup namespace rooted at the sandbox's own cgroup (the host put us there already).
     sys::unshare(libc::CLONE_NEWCGROUP)?;
     // Nothing we mount may propagate back to the host.
     sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
 
-    let root = Path::new(&cfg.root_dir);
+    // Staging: a private tmpfs where the layers get neutral relative names, which is all that
+    // the overlay's options in /proc/self/mountinfo show of them.
+    let stage = Path::new(&cfg.root_dir);
+    sys::mount(
+        Some("tmpfs"),
+        stage,
+        Some("tmpfs"),
+        NOSUID | NODEV | NOEXEC,
+        Some("mode=0700,size=64k"),
+    )?;
+    std::env::set_current_dir(stage)?;
+    for d in ["lower", "layer", "root"] {
+        mkdir(d)?;
+    }
+    // Both layers keep canonical owners on disk (root is 0), mapped to the sandbox's host ids.
+    let layer_dir = Path::new(&cfg.upper_dir).parent().unwrap_or(Path::new("/"));
+    let name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    sys::mount_idmapped(&cfg.lower_dir, "lower", userns, true)?;
+    sys::mount_idmapped(layer_dir, "layer", userns, false)?;
+    // Everything created from here on belongs to the sandbox's root.
+    sys::set_fs_ids(cfg.host_root_id)?;
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        cfg.lower_dir, cfg.upper_dir, cfg.work_dir
+        "lowerdir=lower,upperdir=layer/{},workdir=layer/{}",
+        name(&cfg.upper_dir),
+        name(&cfg.work_dir)
     );
-    sys::mount(Some("overlay"), root, Some("overlay"), NODEV, Some(&opts))?;
+    sys::mount(Some("overlay"), "root", Some("overlay"), NODEV, Some(&opts))?;
+    let root = &stage.join("root");
 
     mount_proc(root)?;
     // sysfs of the sandbox's own network namespace, read-only.
@@ -55,8 +99,9 @@ pub fn enter_sandbox(cfg: &AgentConfig) -> io::Result<()> {
         libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
         None,
     )?;
-    mount_dev(root, cfg.shm_bytes)?;
+    mount_dev(root, cfg.shm_bytes, cfg.host_root_id)?;
     mask_proc(root)?;
+    mask_sys(root)?;
     write_etc(root, cfg)?;
     mkdir(root.join("tmp"))?;
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
@@ -67,7 +112,7 @@ pub fn enter_sandbox(cfg: &AgentConfig) -> io::Result<()> {
     sys::pivot_root_here()?;
     sys::umount_detach(".")?;
     std::env::set_current_dir("/")?;
-    Ok(())
+    sys::enter_userns(userns)
 }
 
 fn mkdir(p: impl AsRef<Path>) -> io::Result<()> {
@@ -91,10 +136,16 @@ fn mount_proc(root: &Path) -> io::Result<()> {
         let p = proc_dir.join(format!("sys/net/ipv6/conf/{name}/disable_ipv6"));
         let _ = fs::write(p, "1");
     }
+    // The network namespace belongs to the host's user namespace, so CAP_NET_BIND_SERVICE of
+    // the sandbox's root does not count there: let everyone bind low ports of this namespace.
+    let _ = fs::write(
+        proc_dir.join("sys/net/ipv4/ip_unprivileged_port_start"),
+        "0",
+    );
     Ok(())
 }
 
-fn mount_dev(root: &Path, shm_bytes: u64) -> io::Result<()> {
+fn mount_dev(root: &Path, shm_bytes: u64, host_root_id: u32) -> io::Result<()> {
     let dev = root.join("dev");
     mkdir(&dev)?;
     sys::mount(
@@ -105,6 +156,7 @@ fn mount_dev(root: &Path, shm_bytes: u64) -> io::Result<()> {
         Some("mode=755,size=65536k"),
     )?;
     let chr = libc::S_IFCHR | 0o666;
+    // mknod honours the fs uid: the nodes belong to the sandbox's root.
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -133,7 +185,11 @@ fn mount_dev(root: &Path, shm_bytes: u64) -> io::Result<()> {
         dev.join("pts"),
         Some("devpts"),
         NOSUID | NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        // Group tty (5) of the sandbox, in host ids.
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={}",
+            host_root_id + 5
+        )),
     )?;
     mkdir(dev.join("shm"))?;
     sys::mount(
@@ -178,6 +234,30 @@ fn mask_proc(root: &Path) -> io::Result<()> {
                 None,
                 libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
                 None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn mask_sys(root: &Path) -> io::Result<()> {
+    let sys_dir = root.join("sys");
+    let null = root.join("dev/null");
+    for f in MASKED_SYS_FILES {
+        let p = sys_dir.join(f);
+        if p.is_file() {
+            sys::mount(Some(path_str(&null)?), &p, None, libc::MS_BIND, None)?;
+        }
+    }
+    for d in MASKED_SYS_DIRS {
+        let p = sys_dir.join(d);
+        if p.is_dir() {
+            sys::mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
+                Some("size=0"),
             )?;
         }
     }

@@ -315,12 +315,16 @@ pub fn wait_sigchld() {
 /// group and make it a preferred OOM victim over the agent (raising the score needs no
 /// privilege; it also undoes the agent's own immunity, which children would inherit).
 pub fn child_setup() -> io::Result<()> {
-    // SAFETY: setpgid, open, write and close are async-signal-safe; the path and buffer are
-    // static.
+    // SAFETY: setpgid, prctl, open, write and close are async-signal-safe; the path and
+    // buffer are static.
     unsafe {
         if libc::setpgid(0, 0) < 0 {
             return Err(io::Error::last_os_error());
         }
+        // The agent's copy is not dumpable, so its /proc files belong to the host's root and
+        // are closed to the sandbox's: dumpable (as exec would make it anyway), this child
+        // owns its own /proc/self again.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
         let path: &CStr = c"/proc/self/oom_score_adj";
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
         if fd >= 0 {
@@ -479,4 +483,261 @@ pub fn write_all_nb(fd: &impl AsRawFd, mut buf: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+// ---- mounts by descriptor and the user namespace ----
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Mount a copy of the directory `source` at `target`, with its owners mapped through the user
+/// namespace `userns` (ids on disk count from 0 as inside the sandbox; the mount shows them as
+/// the sandbox's host ids).
+pub fn mount_idmapped(
+    source: impl AsRef<Path>,
+    target: impl AsRef<Path>,
+    userns: &impl AsRawFd,
+    read_only: bool,
+) -> io::Result<()> {
+    let (src, tgt) = (cstr(source.as_ref())?, cstr(target.as_ref())?);
+    let what = || format!("idmapped mount of {}", source.as_ref().display());
+    // SAFETY: `src` is a valid C string; open_tree returns a new descriptor or fails.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    let fd = with_context(check(fd as libc::c_int), what)?;
+    // SAFETY: open_tree succeeded; the descriptor is ours alone.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a live mount_attr of the size passed; the path is an empty C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    with_context(check(ret as libc::c_int), what)?;
+    // SAFETY: both paths are valid C strings; the source is the detached tree we hold.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            tgt.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    with_context(check(ret as libc::c_int).map(drop), what)
+}
+
+/// Create files from now on as host id `id` (uid and gid), keeping every capability effective.
+/// Overlayfs records the mounter's ids for its own work files, and the idmapped layers only
+/// accept ids of the sandbox's range.
+pub fn set_fs_ids(id: u32) -> io::Result<()> {
+    // SAFETY: plain syscalls with integer arguments (they return the previous id).
+    unsafe {
+        libc::setfsgid(id);
+        libc::setfsuid(id);
+    }
+    // Changing the fs uid away from 0 clears the file capabilities from the effective set:
+    // raise the effective set back to the permitted one.
+    let (_, permitted, _) = capget()?;
+    capset(permitted, permitted, 0)
+}
+
+/// (effective, permitted, inheritable) capability sets of this thread.
+pub fn capget() -> io::Result<(u64, u64, u64)> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: header and data match the kernel's v3 layout (one header, two data structs).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    check(ret as libc::c_int)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// Become root of the user namespace `userns` (host id `first` of the sandbox's range), with no
+/// supplementary groups. The process must still be single-threaded.
+pub fn enter_userns(userns: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: setns on a namespace descriptor we hold; integer arguments.
+    let ret = unsafe { libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) };
+    with_context(check(ret).map(drop), || {
+        "entering the user namespace".into()
+    })?;
+    // SAFETY: plain syscalls; setgroups with size 0 reads no memory.
+    let ret = unsafe {
+        let failed = libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0;
+        if failed {
+            -1
+        } else {
+            libc::setresuid(0, 0, 0)
+        }
+    };
+    with_context(check(ret).map(drop), || {
+        "becoming root of the user namespace".into()
+    })
+}
+
+/// Point stdout and stderr at the sandbox's /dev/null.
+pub fn silence_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 only manipulates the descriptor table.
+        check(unsafe { libc::dup2(null.as_raw_fd(), fd) })?;
+    }
+    Ok(())
+}
+
+// ---- resolving file requests ----
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+const PROC_SUPER_MAGIC: libc::c_long = 0x9fa0;
+
+/// Open `path` (absolute or not, always taken from the sandbox's `/`) the way a file request
+/// may: `..` and symlinks never leave the root, and /proc's magic links (`/proc/1/exe`,
+/// `/proc/*/fd/*`, `/proc/*/root`), which name objects rather than paths, are refused. Opened
+/// non-blocking, so a FIFO or a device cannot stall the thread; `flags` adds to that.
+pub fn open_in_root(path: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let p = cstr(path)?;
+    // O_PATH takes no other open flags.
+    let extra = if flags & libc::O_PATH != 0 {
+        libc::O_CLOEXEC
+    } else {
+        libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY
+    };
+    let how = OpenHow {
+        flags: (flags | extra) as u64,
+        mode: if flags & libc::O_CREAT != 0 {
+            u64::from(mode)
+        } else {
+            0
+        },
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    let root = c"/";
+    // SAFETY: open with a valid C string; returns a new descriptor or fails.
+    let dirfd = check(unsafe {
+        libc::open(
+            root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: open succeeded; the descriptor is ours.
+    let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    // SAFETY: `p` is a valid C string and `how` a live open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd.as_raw_fd(),
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = check(fd as libc::c_int)?;
+    // SAFETY: openat2 succeeded; the descriptor is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Is `fd` a file of the agent's own /proc entries (`/proc/1/maps`, `/proc/<agent thread>/...`)?
+/// Those of a process that is not dumpable, like the agent, belong to the host's root, whose id
+/// is not mapped in the sandbox's user namespace and shows as the overflow id.
+pub fn is_agent_proc_file(fd: &impl AsRawFd) -> bool {
+    // SAFETY: a zeroed statfs is a valid output buffer for fstatfs on our descriptor.
+    let on_proc = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::fstatfs(fd.as_raw_fd(), &mut fs) == 0 && fs.f_type == PROC_SUPER_MAGIC
+    };
+    if !on_proc {
+        return false;
+    }
+    let Ok(resolved) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+        return true;
+    };
+    let in_pid_dir = resolved
+        .components()
+        .nth(2)
+        .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+        .is_some();
+    // The /proc/<pid> directory itself always shows the task's uid; its entries show the
+    // owner that dumpability decides.
+    // SAFETY: a zeroed stat is a valid output buffer for fstat on our descriptor.
+    let owner = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd.as_raw_fd(), &mut st) == 0).then_some(st.st_uid)
+    };
+    in_pid_dir && owner.is_none_or(|uid| uid == overflow_uid())
+}
+
+fn overflow_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
+}
+
+/// Clear O_NONBLOCK once a descriptor is known to be a regular file.
+pub fn set_blocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, integer arguments only.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
 }

@@ -226,7 +226,12 @@ pub struct AgentConfig {
     pub deadline_unix_secs: i64,
     /// Keep the agent and the Python interpreter on this CPU (see `Configure::cpu`).
     pub cpu: Option<u32>,
+    /// The host uid and gid that are root in the sandbox's user namespace (`USERNS_FD`).
+    #[serde(default)]
+    pub host_root_id: u32,
 }
 
 pub const CONFIG_FD: i32 = 3;
 pub const LISTEN_FD: i32 = 4;
+/// The sandbox's user namespace, which the agent enters once its root filesystem is built.
+pub const USERNS_FD: i32 = 5;

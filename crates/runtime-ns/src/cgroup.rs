@@ -1,8 +1,12 @@
 //! Resource limits and accounting per sandbox, on cgroup v2 where its controllers are available
 //! and on cgroup v1 otherwise (these machines run v1 plus a controller-less hybrid v2 mount).
 //!
-//! Layout: `<controller root>/instavm/<instance>/<sandbox id>`, where `instance` identifies the
-//! data directory, so several servers on one host never touch each other's sandboxes.
+//! Layout: `<controller root>/instavm/<instance>/<tenant>/<sandbox id>`, where `instance`
+//! identifies the data directory, so several servers on one host never touch each other's
+//! sandboxes, and `<tenant>` (`t-<hash of the tenant>`) groups one tenant's sandboxes: every
+//! tenant's parent has the same default CPU weight, so CPU is shared fairly between tenants
+//! first, then between a tenant's sandboxes. Sandboxes without a tenant (the unclaimed warm
+//! pool) sit directly under the instance. Methods take the sandbox's `key` (`cgroup_key`).
 
 use instavm_runtime::SandboxStats;
 use std::fs;
@@ -13,6 +17,21 @@ use std::time::{Duration, Instant};
 const ROOT: &str = "/sys/fs/cgroup";
 const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct"];
 const CFS_PERIOD_US: u64 = 100_000;
+
+/// Where a sandbox's cgroups live below the instance: `t-<hash>/<id>`, or `<id>`.
+pub fn cgroup_key(id: &str, tenant: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    match tenant {
+        Some(t) => {
+            let digest = Sha256::digest(t.as_bytes());
+            let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            format!("{TENANT_PREFIX}{hex}/{id}")
+        }
+        None => id.to_owned(),
+    }
+}
+
+const TENANT_PREFIX: &str = "t-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -171,12 +190,34 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Create the sandbox's cgroups with their limits.
+    /// Create the sandbox's cgroups with their limits (and its tenant's parent if needed).
     pub fn create(&self, id: &str, limits: Limits) -> io::Result<()> {
         for d in self.dirs(id) {
+            if let Some(parent) = d.parent().filter(|_| id.contains('/')) {
+                if !parent.exists() {
+                    fs::create_dir_all(parent)?;
+                    if self.version == Version::V2 {
+                        write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+                    }
+                }
+            }
             fs::create_dir_all(&d)?;
         }
         self.set_limits(id, limits)
+    }
+
+    /// Move a running sandbox's processes from cgroup `from` to `to` (a claimed pooled sandbox
+    /// joining its tenant), with `limits`, and remove `from`.
+    pub fn migrate(&self, from: &str, to: &str, limits: Limits) -> io::Result<()> {
+        self.create(to, limits)?;
+        for pid in self.pids(from) {
+            match self.add(to, pid) {
+                // Gone in the meantime.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                r => r?,
+            }
+        }
+        self.destroy(from)
     }
 
     /// Set (or change, on a running sandbox) the limits.
@@ -282,6 +323,14 @@ impl Cgroups {
                 Err(e) => e.kind() == io::ErrorKind::NotFound,
             });
             if removed {
+                // The tenant's parent goes with its last sandbox (busy otherwise: fine).
+                if id.contains('/') {
+                    for d in &dirs {
+                        if let Some(parent) = d.parent() {
+                            let _ = fs::remove_dir(parent);
+                        }
+                    }
+                }
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -294,15 +343,34 @@ impl Cgroups {
         }
     }
 
-    /// Sandbox ids that have a cgroup under this instance.
+    /// Keys of the sandboxes that have a cgroup under this instance.
     pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .instance_dirs()
-            .iter()
-            .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
+        let children = |d: &Path| -> Vec<String> {
+            fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        };
+        let mut ids: Vec<String> = Vec::new();
+        for d in self.instance_dirs() {
+            for name in children(&d) {
+                if name.starts_with(TENANT_PREFIX) {
+                    let tenant = d.join(&name);
+                    ids.extend(
+                        children(&tenant)
+                            .into_iter()
+                            .map(|id| format!("{name}/{id}")),
+                    );
+                    // An empty tenant parent left by a crash.
+                    let _ = fs::remove_dir(&tenant);
+                } else {
+                    ids.push(name);
+                }
+            }
+        }
         ids.sort();
         ids.dedup();
         ids

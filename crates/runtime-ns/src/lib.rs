@@ -10,12 +10,14 @@
 
 mod agent_client;
 mod cgroup;
+mod ids;
 pub mod image;
 mod layers;
 mod network;
 mod pty;
 mod record;
 mod sandbox;
+mod slots;
 mod sys;
 
 use async_trait::async_trait;
@@ -233,7 +235,10 @@ impl Runtime for NsRuntime {
         sandbox::watch_exit(&self.inner, &sb);
         // The agent answers once the sandbox is set up; a setup failure surfaces here.
         match sb.client.call(&Request::Ping).await {
-            Ok(Response::Pong { .. }) => Ok(sb.info()),
+            Ok(Response::Pong { .. }) => {
+                sb.started();
+                Ok(sb.info())
+            }
             other => {
                 let why = sb.last_log_line().unwrap_or_else(|| format!("{other:?}"));
                 let _ = self.destroy(&sb.id).await;

@@ -4,14 +4,15 @@
 //! services and the API port), from each other, and from link-local metadata services.
 //!
 //! Addresses come from a host-wide pool shared by every server instance on the host: one file
-//! per /30 slot under `/run/instavm/ipam`, claimed with `O_EXCL`.
+//! per /30 slot under `/run/instavm/ipam`, claimed with `O_EXCL` (`slots.rs`).
 
+use crate::slots::SlotPool;
 use crate::sys::{self, netlink::Netlink};
 use std::fs;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// 10.231.0.0/16: 16384 /30 slots.
@@ -41,10 +42,7 @@ impl Slot {
 pub struct Network {
     /// The host's network namespace, where veth peers are sent.
     host_netns: OwnedFd,
-    /// Who owns a slot file: `<boot id> <instance> <sandbox id> <sandboxes dir>`.
-    instance: String,
-    boot_id: String,
-    sandboxes_dir: PathBuf,
+    slots: SlotPool,
     pub nameservers: Vec<String>,
 }
 
@@ -52,95 +50,35 @@ impl Network {
     /// Enable forwarding and install the firewall. Fails when nftables is not available:
     /// without the firewall a sandbox could reach host services, so there is no network at all.
     pub fn setup(instance: &str, sandboxes_dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(IPAM_DIR)?;
+        let slots = SlotPool::open(IPAM_DIR, POOL_SLOTS, instance, sandboxes_dir)?;
         install_firewall()?;
         fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
         Ok(Network {
             host_netns: fs::File::open("/proc/self/ns/net")?.into(),
-            instance: instance.to_owned(),
-            boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
+            slots,
             nameservers: host_nameservers(),
-            sandboxes_dir: sandboxes_dir.to_path_buf(),
         })
-    }
-
-    fn slot_path(slot: u32) -> PathBuf {
-        Path::new(IPAM_DIR).join(slot.to_string())
     }
 
     /// Claim a free /30 for sandbox `id`.
     pub fn allocate(&self, id: &str) -> io::Result<Slot> {
-        let start = rand::random::<u32>() % POOL_SLOTS;
-        for i in 0..POOL_SLOTS {
-            let slot = (start + i) % POOL_SLOTS;
-            let path = Self::slot_path(slot);
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    writeln!(
-                        f,
-                        "{} {} {} {}",
-                        self.boot_id,
-                        self.instance,
-                        id,
-                        self.sandboxes_dir.display()
-                    )?;
-                    return Ok(Slot(slot));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if self.is_stale(&fs::read_to_string(&path).unwrap_or_default()) {
-                        let _ = fs::remove_file(&path);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::other("the sandbox address pool is exhausted"))
-    }
-
-    /// A claim left by a previous boot, or by a sandbox whose directory no longer exists.
-    fn is_stale(&self, owner: &str) -> bool {
-        if owner.trim().is_empty() {
-            // Claimed a moment ago and not written yet.
-            return false;
-        }
-        let mut parts = owner.trim_end().splitn(4, ' ');
-        let (boot, _instance, id, dir) = (parts.next(), parts.next(), parts.next(), parts.next());
-        match (boot, id, dir) {
-            (Some(b), _, _) if b != self.boot_id => true,
-            (_, Some(id), Some(dir)) => !Path::new(dir).join(id).exists(),
-            // Being written right now, or an older format: leave it.
-            _ => false,
-        }
+        self.slots
+            .allocate(id)
+            .map(Slot)
+            .map_err(|e| io::Error::new(e.kind(), format!("the sandbox address pool: {e}")))
     }
 
     pub fn release(&self, slot: Slot) {
-        let _ = fs::remove_file(Self::slot_path(slot.0));
+        self.slots.release(slot.0)
     }
 
     /// Slots this instance holds: (slot, sandbox id).
     pub fn owned_slots(&self) -> Vec<(Slot, String)> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(IPAM_DIR).into_iter().flatten().flatten() {
-            let Some(slot) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let owner = fs::read_to_string(e.path()).unwrap_or_default();
-            let mut parts = owner.trim_end().splitn(4, ' ');
-            if let (Some(_boot), Some(inst), Some(id)) = (parts.next(), parts.next(), parts.next())
-            {
-                if inst == self.instance {
-                    out.push((Slot(slot), id.to_owned()));
-                }
-            }
-        }
-        out
+        self.slots
+            .owned()
+            .into_iter()
+            .map(|(n, id)| (Slot(n), id))
+            .collect()
     }
 
     /// Connect a sandbox whose init is `pid`: a veth pair (`eth0` inside, `ivm<id>` outside),
@@ -174,6 +112,13 @@ impl Network {
     }
 }
 
+/// Connections a sandbox may have tracked at once (the host's conntrack table holds
+/// `nf_conntrack_max`, 262,144 here, for every sandbox and the host together).
+pub const MAX_TRACKED_FLOWS: u32 = 4096;
+/// New flows per second a sandbox may open, after a burst.
+pub const NEW_FLOWS_PER_SEC: u32 = 500;
+pub const NEW_FLOWS_BURST: u32 = 1000;
+
 /// The firewall for every sandbox of the host, replaced atomically and idempotently.
 fn ruleset() -> String {
     let pool = format!("{}/16", Ipv4Addr::from(POOL_BASE));
@@ -198,8 +143,43 @@ table inet instavm {{
         ip saddr {pool} oifname != "{p}*" masquerade
     }}
 }}
+{limits}"#,
+        p = HOST_IF_PREFIX,
+        limits = flow_limits(),
+    )
+}
+
+/// Per-sandbox conntrack limits, keyed on the host side of the sandbox's veth. A table of its
+/// own: runtimes of an older version re-apply `inet instavm` (flushing it) without knowing about
+/// these rules, and must not remove them. Deleted and re-created whole, so a changed set
+/// definition always applies.
+fn flow_limits() -> String {
+    format!(
+        r#"table inet instavm_limits {{}}
+delete table inet instavm_limits
+table inet instavm_limits {{
+    set tracked {{
+        type ifname
+        size 65536
+        flags dynamic
+    }}
+    set opening {{
+        type ifname
+        size 65536
+        flags dynamic,timeout
+        timeout 1m
+    }}
+    chain forward {{
+        type filter hook forward priority filter - 20; policy accept;
+        iifname "{p}*" ct state new add @opening {{ iifname limit rate over {rate}/second burst {burst} packets }} counter drop comment "new flows per second per sandbox"
+        iifname "{p}*" ct state new add @tracked {{ iifname ct count over {count} }} counter drop comment "tracked connections per sandbox"
+    }}
+}}
 "#,
-        p = HOST_IF_PREFIX
+        p = HOST_IF_PREFIX,
+        rate = NEW_FLOWS_PER_SEC,
+        burst = NEW_FLOWS_BURST,
+        count = MAX_TRACKED_FLOWS,
     )
 }
 
@@ -243,34 +223,4 @@ fn host_nameservers() -> Vec<String> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_claims_are_recognised() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("aaaaaaaaaaaa")).unwrap();
-        let net = Network {
-            host_netns: fs::File::open("/proc/self/ns/net").unwrap().into(),
-            instance: "i".into(),
-            boot_id: "boot".into(),
-            nameservers: vec![],
-            sandboxes_dir: dir.path().to_path_buf(),
-        };
-        let d = dir.path().display();
-        assert!(!net.is_stale(""), "a claim being written");
-        assert!(net.is_stale("oldboot i aaaaaaaaaaaa /x\n"), "another boot");
-        assert!(
-            !net.is_stale(&format!("boot i aaaaaaaaaaaa {d}\n")),
-            "live sandbox"
-        );
-        assert!(
-            net.is_stale(&format!("boot i bbbbbbbbbbbb {d}\n")),
-            "sandbox gone"
-        );
-        assert!(!net.is_stale("boot i aaaaaaaaaaaa"), "older format, kept");
-    }
 }

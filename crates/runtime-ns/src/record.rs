@@ -21,6 +21,9 @@ pub struct Record {
     pub start_time: Option<u64>,
     /// The network slot, once allocated.
     pub slot: Option<u32>,
+    /// The host uid/gid range (`ids.rs`), once allocated.
+    #[serde(default)]
+    pub ids: Option<u32>,
     /// Pre-started and waiting in the warm pool, not yet anybody's sandbox.
     #[serde(default)]
     pub pooled: bool,

@@ -1,7 +1,8 @@
 //! Sandbox lifecycle: create, watch, expire, destroy, and recovery after a restart.
 
 use crate::agent_client::AgentClient;
-use crate::cgroup::{Cgroups, Limits};
+use crate::cgroup::{cgroup_key, Cgroups, Limits};
+use crate::ids::{self, IdRange, IdRanges};
 use crate::image::{self, ImageStore};
 use crate::layers::Layers;
 use crate::network::{Network, Slot};
@@ -37,7 +38,9 @@ const SHM_BYTES: u64 = 64 << 20;
 
 pub struct Inner {
     sandboxes_dir: PathBuf,
-    agent_path: PathBuf,
+    /// A sealed in-memory copy of the agent binary, what every sandbox init executes.
+    agent: OwnedFd,
+    ids: IdRanges,
     pub cgroups: Cgroups,
     pub layers: Layers,
     network: Option<Network>,
@@ -61,6 +64,9 @@ pub struct Sandbox {
     record: Mutex<Record>,
     pub client: AgentClient,
     pidfd: Mutex<Option<OwnedFd>>,
+    /// Read end of the pipe the agent reports start-up errors on (its stdout and stderr until
+    /// it is set up; none after a restart).
+    log: Mutex<Option<fs::File>>,
     /// Set by whoever starts tearing the sandbox down, so it happens once.
     ending: AtomicBool,
 }
@@ -121,6 +127,11 @@ impl Inner {
             .map_err(io_err("creating the sandboxes directory"))?;
         let instance = instance_tag(&data_dir);
         let agent_path = find_agent(&config)?;
+        let agent = sys::sealed_copy(&agent_path, "instavm-agent").map_err(|e| {
+            RuntimeError::Unavailable(format!("loading {}: {e}", agent_path.display()))
+        })?;
+        let ids = IdRanges::open(&instance, &sandboxes_dir)
+            .map_err(io_err("opening the uid range pool"))?;
         let cgroups =
             Cgroups::detect(&instance).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         let layers = Layers::open(&data_dir).map_err(io_err("opening the layer store"))?;
@@ -144,7 +155,8 @@ impl Inner {
         );
         Ok(Inner {
             sandboxes_dir,
-            agent_path,
+            agent,
+            ids,
             cgroups,
             layers,
             network,
@@ -250,6 +262,7 @@ impl Inner {
             pid: None,
             start_time: None,
             slot: None,
+            ids: None,
             pooled,
             cpu: None,
         };
@@ -258,8 +271,8 @@ impl Inner {
             .map_err(io_err("writing the sandbox record"))
             .and_then(|()| self.start(&dir, &mut rec, &lower));
         match started {
-            Ok(pidfd) => {
-                let sb = Sandbox::new(dir, rec, pidfd);
+            Ok((pidfd, log)) => {
+                let sb = Sandbox::new(dir, rec, pidfd, Some(log));
                 lock(&self.live).insert(id, sb.clone());
                 Ok(sb)
             }
@@ -270,7 +283,7 @@ impl Inner {
         }
     }
 
-    fn start(&self, dir: &Path, rec: &mut Record, lower: &Path) -> Result<OwnedFd> {
+    fn start(&self, dir: &Path, rec: &mut Record, lower: &Path) -> Result<(OwnedFd, fs::File)> {
         let id = rec.id.as_str().to_owned();
         let mut phases = Phases::start();
         let slot = match &self.network {
@@ -285,13 +298,23 @@ impl Inner {
             None => None,
         };
         phases.mark("address");
+        let range = self
+            .ids
+            .allocate(&id)
+            .map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
+        rec.ids = Some(range.0);
+        record::save(dir, rec).map_err(io_err("writing the sandbox record"))?;
+        let userns = sys::create_userns(range.first(), ids::RANGE_SIZE)
+            .map_err(io_err("creating the user namespace"))?;
+        phases.mark("userns");
         let limits = Limits {
             memory_bytes: u64::from(rec.spec.memory_mb) << 20,
             pids: rec.spec.pids_max,
             vcpus: rec.spec.vcpu_count,
         };
+        let cgroup = cgroup_key(&id, rec.spec.tenant.as_deref());
         self.cgroups
-            .create(&id, limits)
+            .create(&cgroup, limits)
             .map_err(io_err("creating cgroups"))?;
         phases.mark("cgroups");
         let layer = self
@@ -302,23 +325,21 @@ impl Inner {
         fs::create_dir(&root).map_err(io_err("creating the root mount point"))?;
         let socket = dir.join("agent.sock");
         let listener = UnixListener::bind(&socket).map_err(io_err("binding the agent socket"))?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(dir.join("agent.log"))
-            .map_err(io_err("opening the agent log"))?;
+        let (log_r, log_w) = pipe().map_err(io_err("creating the log pipe"))?;
         let (config_r, config_w) = pipe().map_err(io_err("creating the config pipe"))?;
 
         let spawned = sys::spawn_sandbox_init(
-            &self.agent_path,
-            &[],
-            &config_r,
-            &OwnedFd::from(listener),
-            &log,
+            &self.agent,
+            "instavm-agent",
+            sys::InitFds {
+                config: &config_r,
+                listener: &OwnedFd::from(listener),
+                userns: &userns,
+                log: &log_w,
+            },
         )
         .map_err(io_err("starting the sandbox"))?;
-        drop(config_r);
+        drop((config_r, log_w, userns));
         phases.mark("clone");
         rec.pid = Some(spawned.pid);
         rec.start_time = sys::process_start_time(spawned.pid);
@@ -328,7 +349,7 @@ impl Inner {
         // we may (CAP_SYS_RESOURCE), it is also exempt from the OOM killer; either way its
         // children raise their own score so the OOM killer picks them first.
         self.cgroups
-            .add(&id, spawned.pid)
+            .add(&cgroup, spawned.pid)
             .map_err(io_err("joining cgroups"))?;
         let _ = fs::write(format!("/proc/{}/oom_score_adj", spawned.pid), "-1000");
         let config = AgentConfig {
@@ -348,6 +369,7 @@ impl Inner {
             shm_bytes: SHM_BYTES,
             deadline_unix_secs: agent_deadline(rec.expires_at),
             cpu: rec.cpu,
+            host_root_id: range.first(),
         };
         let mut w = fs::File::from(config_w);
         w.write_all(&serde_json::to_vec(&config).map_err(|e| RuntimeError::Agent(e.to_string()))?)
@@ -362,7 +384,9 @@ impl Inner {
         }
         phases.mark("network");
         tracing::debug!(sandbox = %id, "create phases (ms): {phases}");
-        Ok(spawned.pidfd)
+        let log = fs::File::from(log_r);
+        sys::set_nonblocking(&log).map_err(io_err("setting up the log pipe"))?;
+        Ok((spawned.pidfd, log))
     }
 
     /// Free everything a sandbox holds, whether or not it is still running (blocking).
@@ -372,7 +396,8 @@ impl Inner {
                 sys::kill(pid, libc::SIGKILL);
             }
         }
-        if let Err(e) = self.cgroups.destroy(id.as_str()) {
+        let cgroup = cgroup_key(id.as_str(), rec.spec.tenant.as_deref());
+        if let Err(e) = self.cgroups.destroy(&cgroup) {
             tracing::error!(sandbox = %id, "cgroup cleanup: {e}");
         }
         if let Some(net) = &self.network {
@@ -385,6 +410,9 @@ impl Inner {
         }
         if let Err(e) = self.layers.remove(id.as_str()) {
             tracing::error!(sandbox = %id, "layer cleanup: {e}");
+        }
+        if let Some(range) = rec.ids {
+            self.ids.release(IdRange(range));
         }
         let dir = self.sandboxes_dir.join(id.as_str());
         if let Err(e) = fs::remove_dir_all(&dir) {
@@ -409,7 +437,7 @@ impl Inner {
                     match sys::pidfd_open(pid) {
                         Ok(pidfd) => {
                             tracing::info!(sandbox = %id, "recovered a running sandbox");
-                            live.push(Sandbox::new(dir, rec, pidfd));
+                            live.push(Sandbox::new(dir, rec, pidfd, None));
                         }
                         Err(_) => self.release(&id, &rec),
                     }
@@ -424,6 +452,7 @@ impl Inner {
                         pid: None,
                         start_time: None,
                         slot: None,
+                        ids: None,
                         pooled: false,
                         cpu: None,
                     });
@@ -433,14 +462,20 @@ impl Inner {
         }
         // Resources without a record (a crash between creating them and writing it).
         let known: Vec<String> = live.iter().map(|s| s.id.to_string()).collect();
-        for id in self.cgroups.list() {
+        for key in self.cgroups.list() {
+            let id = key.rsplit('/').next().unwrap_or_default().to_owned();
             if !known.contains(&id) {
-                let _ = self.cgroups.destroy(&id);
+                let _ = self.cgroups.destroy(&key);
             }
         }
         for id in self.layers.list() {
             if !known.contains(&id) {
                 let _ = self.layers.remove(&id);
+            }
+        }
+        for (range, id) in self.ids.owned() {
+            if !known.contains(&id) {
+                self.ids.release(range);
             }
         }
         if let Some(net) = &self.network {
@@ -459,8 +494,13 @@ impl Inner {
     }
 
     pub fn stats(&self, sb: &Sandbox) -> SandboxStats {
-        let mut s = self.cgroups.stats(sb.id.as_str());
-        s.disk_limit_bytes = lock(&sb.record).spec.disk_mb << 20;
+        let (cgroup, disk_mb) = {
+            let rec = lock(&sb.record);
+            let key = cgroup_key(sb.id.as_str(), rec.spec.tenant.as_deref());
+            (key, rec.spec.disk_mb)
+        };
+        let mut s = self.cgroups.stats(&cgroup);
+        s.disk_limit_bytes = disk_mb << 20;
         s.disk_bytes = self.layers.usage(sb.id.as_str());
         s
     }
@@ -473,8 +513,9 @@ impl Inner {
 }
 
 impl Sandbox {
-    fn new(dir: PathBuf, rec: Record, pidfd: OwnedFd) -> Arc<Self> {
+    fn new(dir: PathBuf, rec: Record, pidfd: OwnedFd, log: Option<fs::File>) -> Arc<Self> {
         Arc::new(Sandbox {
+            log: Mutex::new(log),
             id: rec.id.clone(),
             client: AgentClient::new(dir.join("agent.sock")),
             dir,
@@ -507,8 +548,26 @@ impl Sandbox {
         }
     }
 
-    /// The agent's last words, for errors about a sandbox that would not start.
+    /// The agent answered: it is set up and reports nothing on the log pipe any more.
+    pub fn started(&self) {
+        lock(&self.log).take();
+    }
+
+    /// The agent's last words, for errors about a sandbox that would not start. What the agent
+    /// reported is kept in `agent.log` of the sandbox directory.
     pub fn last_log_line(&self) -> Option<String> {
+        let mut said = Vec::new();
+        if let Some(pipe) = lock(&self.log).as_mut() {
+            let _ = std::io::Read::read_to_end(pipe, &mut said);
+        }
+        if !said.is_empty() {
+            let _ = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.dir.join("agent.log"))
+                .and_then(|mut f| f.write_all(&said));
+        }
         let log = fs::read_to_string(self.dir.join("agent.log")).ok()?;
         log.lines()
             .rev()
@@ -715,6 +774,7 @@ pub fn start_pool(inner: &Arc<Inner>) {
                         sb.client.call(&Request::Ping).await,
                         Ok(Response::Pong { .. })
                     ) {
+                        sb.started();
                         lock(&inner.pool).push_back(sb);
                     } else {
                         let _ = destroy_any(&inner, &sb.id, ExitReason::Died).await;
@@ -771,9 +831,20 @@ async fn configure(inner: &Arc<Inner>, sb: &Arc<Sandbox>, spec: &SandboxSpec) ->
             pids: spec2.pids_max,
             vcpus: spec2.vcpu_count,
         };
-        i2.cgroups
-            .set_limits(id, limits)
-            .map_err(io_err("setting limits"))?;
+        // A tenant's sandbox joins the tenant's parent cgroup; the record says where it is
+        // at once, so a failure later still cleans up the right cgroup.
+        let now_in = cgroup_key(id, lock(&sb2.record).spec.tenant.as_deref());
+        let wanted = cgroup_key(id, spec2.tenant.as_deref());
+        if now_in == wanted {
+            i2.cgroups
+                .set_limits(&wanted, limits)
+                .map_err(io_err("setting limits"))?;
+        } else {
+            i2.cgroups
+                .migrate(&now_in, &wanted, limits)
+                .map_err(io_err("moving into the tenant's cgroup"))?;
+            lock(&sb2.record).spec.tenant = spec2.tenant.clone();
+        }
         i2.layers
             .set_quota(id, spec2.disk_mb << 20)
             .map_err(io_err("setting the disk quota"))?;

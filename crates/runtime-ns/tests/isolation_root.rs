@@ -102,11 +102,14 @@ async fn paths_with_dotdot_and_symlinks_stay_inside() {
         "ln -s / /app/up && ln -s /../../../.. /app/dots && ln -s /proc/1/root /app/init-root",
     )
     .await;
-    for path in [
-        "/app/up/etc/hostname",
-        "/app/dots/etc/hostname",
-        "/app/init-root/etc/hostname",
-    ] {
+    // A link through /proc's magic links is refused outright.
+    assert!(matches!(
+        env.rt
+            .read_file(&sb.id, "/app/init-root/etc/hostname")
+            .await,
+        Err(RuntimeError::InvalidPath(_))
+    ));
+    for path in ["/app/up/etc/hostname", "/app/dots/etc/hostname"] {
         let (_, r) = env.rt.read_file(&sb.id, path).await.unwrap();
         let got = String::from_utf8(read_all(r).await.unwrap()).unwrap();
         assert!(got.starts_with("sbx-"), "{path} gave {got:?}");
@@ -460,6 +463,434 @@ async fn the_outside_world_is_reachable_through_nat() {
         )
         .await;
     assert_eq!(out.stdout, "hello from outside", "{out:?}");
+    env.finish().await;
+}
+
+/// Host processes of a sandbox (found through its cgroup): (pid, real uid).
+fn host_processes_of(id: &SandboxId) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cg = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+        if !cg.contains(&format!("/{}", id.as_str())) {
+            continue;
+        }
+        let status = std::fs::read_to_string(p.path().join("status")).unwrap_or_default();
+        if let Some(uid) = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        {
+            found.push((pid, uid));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn per_user_kernel_limits_are_per_sandbox() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new().await;
+    let (a, b) = (env.sandbox().await, env.sandbox().await);
+
+    // Inside: root, owning its files; the base image's owners look as they do on disk.
+    let out = env
+        .sh(
+            &a.id,
+            "id; stat -c '%n %u:%g' / /app /tmp /etc/passwd /usr/bin /dev/null; \
+             stat -c '%G' /etc/shadow; touch /app/new; stat -c '%n %u:%g' /app/new; \
+             cat /proc/self/uid_map",
+        )
+        .await;
+    assert!(
+        out.stdout
+            .contains("uid=0(root) gid=0(root) groups=0(root)"),
+        "{out:?}"
+    );
+    for owned in [
+        "/ 0:0",
+        "/app 0:0",
+        "/tmp 0:0",
+        "/etc/passwd 0:0",
+        "/usr/bin 0:0",
+        "/dev/null 0:0",
+        "\nshadow\n",
+        "/app/new 0:0",
+    ] {
+        assert!(out.stdout.contains(owned), "{owned:?} in {out:?}");
+    }
+    let map: Vec<u64> = out
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!((map[0], map[2]), (0, 65536), "{out:?}");
+    let first = map[1];
+    assert!(first >= 1 << 30, "root is host uid {first}");
+    // The host sees every process of the sandbox under the sandbox's private range.
+    let procs = host_processes_of(&a.id);
+    assert!(!procs.is_empty());
+    for (pid, uid) in &procs {
+        assert!(
+            (first..first + 65536).contains(&u64::from(*uid)),
+            "host pid {pid} runs as uid {uid}"
+        );
+    }
+    let b_procs = host_processes_of(&b.id);
+    assert!(b_procs
+        .iter()
+        .all(|(_, uid)| !procs.iter().any(|(_, u)| u == uid)));
+
+    // Sandbox A takes every inotify instance its user may have; B and host root still get one.
+    let out = env
+        .py(
+            &a.id,
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nheld = []\n\
+             while len(held) < 10000:\n    fd = libc.inotify_init1(0)\n    if fd < 0:\n        break\n    held.append(fd)\n\
+             print(len(held), ctypes.get_errno())",
+        )
+        .await;
+    assert!(
+        out.stdout.trim().ends_with(" 24"),
+        "A not at EMFILE: {out:?}"
+    );
+    let out = env
+        .py(
+            &b.id,
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.inotify_init1(0) >= 0)",
+        )
+        .await;
+    assert_eq!(out.stdout, "True\n", "B lost inotify: {out:?}");
+    // SAFETY: plain syscall; the descriptor is closed right away.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0, "host root lost inotify");
+    // SAFETY: closing the descriptor we just opened.
+    unsafe { libc::close(fd) };
+
+    // A grows 80 pipes to 1 MiB (past the 64 MiB per-user soft limit): B's pipes keep 64 KiB.
+    let out = env
+        .py(
+            &a.id,
+            "import os, fcntl\nkeep = []\nfor _ in range(80):\n    r, w = os.pipe()\n    try:\n        fcntl.fcntl(w, 1031, 1 << 20)\n    except OSError:\n        pass\n    keep.append((r, w))\n\
+             r, w = os.pipe()\nprint(fcntl.fcntl(w, 1032))",
+        )
+        .await;
+    assert_ne!(
+        out.stdout, "65536\n",
+        "A's own pipes should be shrunk: {out:?}"
+    );
+    let out = env
+        .py(
+            &b.id,
+            "import os, fcntl\nr, w = os.pipe()\nprint(fcntl.fcntl(w, 1032))",
+        )
+        .await;
+    assert_eq!(out.stdout, "65536\n", "B's pipes shrank: {out:?}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn unneeded_socket_families_are_refused() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new().await;
+    let sb = env.sandbox().await;
+    let script = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for name, fam in [("vsock", 40), ("packet", 17), ("alg", 38), ("key", 15), ("bluetooth", 31),
+                  ("tipc", 30), ("rds", 21), ("xdp", 44), ("can", 29), ("appletalk", 5), ("x25", 9)]:
+    for kind in (1, 2, 3, 5):
+        fd = libc.socket(fam, kind, 0)
+        if fd >= 0:
+            print("ALLOWED", name, kind)
+        elif ctypes.get_errno() != 97:
+            print("ERRNO", name, kind, ctypes.get_errno())
+    pair = (ctypes.c_int * 2)()
+    if libc.socketpair(fam, 1, 0, pair) >= 0:
+        print("ALLOWED socketpair", name)
+for name, fam, kind in [("unix", 1, 1), ("inet", 2, 1), ("inet6", 10, 2), ("netlink", 16, 3)]:
+    fd = libc.socket(fam, kind, 0)
+    print(name, "ok" if fd >= 0 else os.strerror(ctypes.get_errno()))
+"#;
+    let out = env.py(&sb.id, script).await;
+    assert!(
+        !out.stdout.contains("ALLOWED") && !out.stdout.contains("ERRNO"),
+        "{out:?}"
+    );
+    for ok in ["unix ok", "inet ok", "inet6 ok", "netlink ok"] {
+        assert!(out.stdout.contains(ok), "{ok}: {out:?}");
+    }
+    // Everyday tools still work: ip (netlink), Python's socket module, resolver setup, port 80.
+    let out = env
+        .sh(
+            &sb.id,
+            "ip -o addr show dev eth0 && python3 -c 'import socket; socket.socketpair(); \
+             socket.getaddrinfo(\"localhost\", 80); socket.socket().bind((\"0.0.0.0\", 80))' \
+             && echo fine",
+        )
+        .await;
+    assert!(
+        out.stdout.contains("eth0") && out.stdout.contains("fine"),
+        "{out:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn host_details_are_hidden() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new().await;
+    let sb = env.sandbox().await;
+    let data = env.data.path().display().to_string();
+    let images = images_dir().display().to_string();
+    let out = env.sh(&sb.id, "cat /proc/self/mountinfo").await;
+    for host_path in [
+        data.as_str(),
+        images.as_str(),
+        "/work/",
+        "sandboxes/",
+        "layers/",
+        "rootfs",
+    ] {
+        assert!(
+            !out.stdout.contains(host_path),
+            "mountinfo names {host_path}: {}",
+            out.stdout
+        );
+    }
+    for file in [
+        "/proc/cmdline",
+        "/proc/slabinfo",
+        "/proc/vmallocinfo",
+        "/proc/kallsyms",
+        "/sys/kernel/vmcoreinfo",
+    ] {
+        let out = env
+            .sh(&sb.id, &format!("cat {file} 2>/dev/null | wc -c"))
+            .await;
+        assert_eq!(out.stdout.trim(), "0", "{file} readable: {out:?}");
+    }
+    let out = env.sh(&sb.id, "ls -A /sys/firmware | wc -l").await;
+    assert_eq!(out.stdout.trim(), "0", "/sys/firmware listed: {out:?}");
+    let out = env
+        .sh(
+            &sb.id,
+            "before=$(cat /proc/1/oom_score_adj); echo 1000 > /proc/1/oom_score_adj; echo rc=$?; \
+             [ \"$(cat /proc/1/oom_score_adj)\" = \"$before\" ] && echo unchanged",
+        )
+        .await;
+    assert!(
+        !out.stdout.contains("rc=0") && out.stdout.contains("unchanged"),
+        "{out:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_file_api_serves_no_host_files() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new().await;
+    let sb = env.sandbox().await;
+    let data = env.data.path().display().to_string();
+    for path in [
+        "/proc/1/exe",
+        "/proc/1/fd/1",
+        "/proc/1/fd/2",
+        "/proc/1/fd/4",
+        "/proc/1/maps",
+        "/proc/1/environ",
+        "/proc/self/exe",
+        "/proc/self/maps",
+        "/proc/thread-self/maps",
+    ] {
+        match env.rt.read_file(&sb.id, path).await {
+            Err(_) => {}
+            Ok((_, r)) => {
+                let got = read_all(r).await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&got);
+                assert!(
+                    !text.contains(&data) && !text.contains("/work/") && !text.contains("target/"),
+                    "{path} leaked: {text}"
+                );
+                panic!("{path} was served: {text}");
+            }
+        }
+    }
+    // A link to the agent's /proc planted inside is refused the same way.
+    env.sh(
+        &sb.id,
+        "ln -s /proc/1/maps /app/maps; ln -s /proc/1/fd/1 /app/log",
+    )
+    .await;
+    for path in ["/app/maps", "/app/log"] {
+        assert!(env.rt.read_file(&sb.id, path).await.is_err(), "{path}");
+    }
+    // Listings and uploads resolve the same way.
+    assert!(env.rt.list_dir(&sb.id, "/proc/1/fd", false).await.is_err());
+    assert!(env
+        .rt
+        .write_file(
+            &sb.id,
+            "/proc/1/cwd/app/planted",
+            reader(b"x".to_vec()),
+            WriteOptions::default()
+        )
+        .await
+        .is_err());
+    let listed = env.rt.list_dir(&sb.id, "/app", false).await.unwrap();
+    assert!(listed.iter().any(|f| f.path == "/app/maps"), "{listed:?}");
+    // The agent runs from a sealed memory copy: its /proc/1/exe names no host file.
+    let out = env.sh(&sb.id, "cat /proc/1/maps 2>&1 | head -3").await;
+    assert!(!out.stdout.contains("/work"), "{out:?}");
+    // A FIFO (nobody writing) does not wedge the agent: the download fails at once.
+    env.sh(&sb.id, "mkfifo /app/fifo").await;
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        env.rt.read_file(&sb.id, "/app/fifo"),
+    )
+    .await
+    .expect("download of a FIFO hung");
+    assert!(
+        matches!(
+            r,
+            Err(RuntimeError::WrongFileType(_)) | Err(RuntimeError::InvalidPath(_))
+        ),
+        "{:?}",
+        r.map(|x| x.0)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Ordinary /proc files of the sandbox's own processes are still served.
+    let (_, r) = env.rt.read_file(&sb.id, "/proc/cpuinfo").await.unwrap();
+    assert!(!read_all(r).await.unwrap().is_empty());
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn conntrack_flooding_is_limited_per_sandbox() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new().await;
+    let outside = OutsideHost::new();
+    let (a, b) = (env.sandbox().await, env.sandbox().await);
+    let a_ip = a.ip_address.clone().unwrap();
+    // 20,000 UDP flows as fast as Python sends them (a different port each).
+    let out = env
+        .py(
+            &a.id,
+            &format!(
+                "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nt = time.time()\n\
+                 for i in range(20000):\n    s.sendto(b'x', ('{}', 10000 + i))\nprint(time.time() - t)",
+                outside.ip
+            ),
+        )
+        .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let conntrack = std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_default();
+    let tracked = conntrack
+        .lines()
+        .filter(|l| l.contains(&format!("src={a_ip} ")))
+        .count();
+    eprintln!(
+        "20,000 UDP flows in {}s: {tracked} tracked",
+        out.stdout.trim()
+    );
+    assert!(
+        tracked <= 4096 + 16,
+        "sandbox A holds {tracked} conntrack entries"
+    );
+    assert!(tracked > 100, "flows did not go out at all ({tracked})");
+    // B's network is untouched.
+    let out = env
+        .sh(
+            &b.id,
+            &format!("curl -s -m 5 http://{}:{}/", outside.ip, outside.port),
+        )
+        .await;
+    assert_eq!(out.stdout, "hello from outside", "{out:?}");
+    env.finish().await;
+}
+
+/// The cpu-controller cgroup directory of a sandbox (v1 `cpu` hierarchy, or the v2 tree).
+fn cpu_cgroup_of(id: &SandboxId) -> std::path::PathBuf {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v1 = cg
+        .lines()
+        .any(|l| l.contains(":cpu,") || l.contains(":cpu:"));
+    let base = if v1 {
+        std::path::Path::new("/sys/fs/cgroup/cpu/instavm").to_path_buf()
+    } else {
+        std::path::Path::new("/sys/fs/cgroup/instavm").to_path_buf()
+    };
+    let pid = host_processes_of(id)[0].0;
+    let mine = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = mine
+        .lines()
+        .find(|l| l.contains(&format!("/{}", id.as_str())) && (!v1 || l.contains("cpu")))
+        .unwrap()
+        .to_owned();
+    let rel = line
+        .splitn(3, ':')
+        .nth(2)
+        .unwrap()
+        .trim_start_matches("/instavm/");
+    base.join(rel)
+}
+
+#[tokio::test]
+async fn cpu_is_shared_between_tenants_first() {
+    if !is_root() {
+        return;
+    }
+    // A warm pool of one: a claimed sandbox must move into its tenant's cgroup too.
+    let env = Env::with_pool(1).await;
+    let spec = |tenant: &str| SandboxSpec {
+        tenant: Some(tenant.into()),
+        ..SandboxSpec::default()
+    };
+    let a1 = env.sandbox_with(spec("alice")).await;
+    let a2 = env.sandbox_with(spec("alice")).await;
+    let b1 = env.sandbox_with(spec("bob")).await;
+    for sb in [&a1, &a2, &b1] {
+        assert_eq!(env.py(&sb.id, "print(1)").await.stdout, "1\n");
+    }
+    let (pa1, pa2, pb1) = (
+        cpu_cgroup_of(&a1.id),
+        cpu_cgroup_of(&a2.id),
+        cpu_cgroup_of(&b1.id),
+    );
+    let tenant_a = pa1.parent().unwrap();
+    assert_eq!(
+        Some(tenant_a),
+        pa2.parent(),
+        "alice's sandboxes share a parent"
+    );
+    let tenant_b = pb1.parent().unwrap();
+    assert_ne!(tenant_a, tenant_b, "bob has a parent of his own");
+    assert_eq!(tenant_a.parent(), tenant_b.parent());
+    let weight = |d: &std::path::Path| {
+        std::fs::read_to_string(d.join("cpu.shares"))
+            .or_else(|_| std::fs::read_to_string(d.join("cpu.weight")))
+            .unwrap()
+    };
+    assert_eq!(weight(tenant_a), weight(tenant_b), "tenants weigh the same");
+    // The tenant's parent goes with its last sandbox.
+    env.rt.destroy(&b1.id).await.unwrap();
+    assert!(!tenant_b.exists(), "{} left behind", tenant_b.display());
     env.finish().await;
 }
 

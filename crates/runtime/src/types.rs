@@ -67,6 +67,10 @@ pub struct SandboxSpec {
     /// writable layer.
     #[serde(default)]
     pub from_snapshot: Option<SnapshotId>,
+    /// Who the sandbox is for (the server passes its user): a backend may group a tenant's
+    /// sandboxes, so that resources are shared fairly between tenants first.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 impl Default for SandboxSpec {
@@ -80,6 +84,7 @@ impl Default for SandboxSpec {
             env: BTreeMap::new(),
             lifetime: Duration::from_secs(300),
             from_snapshot: None,
+            tenant: None,
         }
     }
 }

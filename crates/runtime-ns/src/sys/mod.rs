@@ -8,7 +8,7 @@ pub use btrfs_snap::btrfs_snapshot;
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -37,11 +37,12 @@ const SANDBOX_NAMESPACES: libc::c_int = libc::CLONE_NEWPID
 /// What the cloned child needs, prepared before the clone: after it, the child may only make
 /// async-signal-safe calls, and it shares our memory until it execs.
 struct ChildArgs {
-    path: CString,
+    /// The program, as a sealed memfd (executed with execveat, so no host path is involved).
+    program: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     /// (from, to) descriptor moves; every `from` is above 9 so no move clobbers another.
-    fds: [(RawFd, RawFd); 4],
+    fds: [(RawFd, RawFd); 5],
     sigmask: libc::sigset_t,
     /// Written by the child when execve fails (shared memory: CLONE_VM).
     errno: i32,
@@ -61,7 +62,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &a.sigmask, std::ptr::null_mut());
-        libc::execve(a.path.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
+        libc::syscall(
+            libc::SYS_execveat,
+            a.program,
+            c"".as_ptr(),
+            a.argv.as_ptr(),
+            a.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
         a.errno = *libc::__errno_location();
         libc::_exit(127)
     }
@@ -72,17 +80,27 @@ pub struct SpawnedInit {
     pub pidfd: OwnedFd,
 }
 
-/// Start `program` as PID 1 of fresh pid, mount, network, UTS and IPC namespaces, in its own
-/// session, with `config`, `listener` and `log` as descriptors 3, 4 and 1/2.
+/// The descriptors a sandbox init starts with.
+pub struct InitFds<'a> {
+    /// Descriptor 3: the read end of the config pipe.
+    pub config: &'a OwnedFd,
+    /// Descriptor 4: the agent's listening socket.
+    pub listener: &'a OwnedFd,
+    /// Descriptor 5: the sandbox's user namespace, entered by the agent once it is set up.
+    pub userns: &'a OwnedFd,
+    /// Descriptors 1 and 2: the write end of a pipe the host reads start-up errors from.
+    pub log: &'a OwnedFd,
+}
+
+/// Start `program` (a sealed memfd, see `sealed_copy`) named `name` as PID 1 of fresh pid,
+/// mount, network, UTS and IPC namespaces, in its own session, with the descriptors of `fds`.
 ///
 /// Uses `clone(CLONE_VM | CLONE_VFORK)` like posix_spawn: no copy of this (large, threaded)
 /// process's page tables, and the call returns once the child has exec'd.
 pub fn spawn_sandbox_init(
-    program: &Path,
-    args: &[&str],
-    config: &OwnedFd,
-    listener: &OwnedFd,
-    log: &File,
+    program: &OwnedFd,
+    name: &str,
+    fds: InitFds<'_>,
 ) -> io::Result<SpawnedInit> {
     // Lift the descriptors above 9 so that moving them to 1..4 cannot overwrite one another.
     let high = |fd: RawFd| -> io::Result<OwnedFd> {
@@ -91,17 +109,16 @@ pub fn spawn_sandbox_init(
         // SAFETY: fcntl succeeded, so `new` is open and owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(new) })
     };
-    let (c, l, g) = (
-        high(config.as_raw_fd())?,
-        high(listener.as_raw_fd())?,
-        high(log.as_raw_fd())?,
+    // The program too: executed after the moves, it must not be one of their targets.
+    let program = high(program.as_raw_fd())?;
+    let (c, l, u, g) = (
+        high(fds.config.as_raw_fd())?,
+        high(fds.listener.as_raw_fd())?,
+        high(fds.userns.as_raw_fd())?,
+        high(fds.log.as_raw_fd())?,
     );
-    let path = cstring(program)?;
-    // argv[0] is what sandboxed code sees in /proc/1/cmdline: not the host path.
-    let name = program.file_name().map_or(Path::new("init"), Path::new);
-    let arg_strings: Vec<CString> = std::iter::once(cstring(name)?)
-        .chain(args.iter().map(|a| CString::new(*a).unwrap_or_default()))
-        .collect();
+    // argv[0] is what sandboxed code sees in /proc/1/cmdline: not a host path.
+    let arg_strings = [CString::new(name).unwrap_or_default()];
     let env_strings = [CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").unwrap_or_default()];
     let mut argv: Vec<*const libc::c_char> = arg_strings.iter().map(|s| s.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -119,12 +136,13 @@ pub fn spawn_sandbox_init(
         old
     };
     let mut child = ChildArgs {
-        path,
+        program: program.as_raw_fd(),
         argv,
         envp,
         fds: [
             (c.as_raw_fd(), instavm_protocol::CONFIG_FD),
             (l.as_raw_fd(), instavm_protocol::LISTEN_FD),
+            (u.as_raw_fd(), instavm_protocol::USERNS_FD),
             (g.as_raw_fd(), 1),
             (g.as_raw_fd(), 2),
         ],
@@ -162,13 +180,30 @@ pub fn spawn_sandbox_init(
         return Err(io::Error::new(
             io::Error::from_raw_os_error(child.errno).kind(),
             format!(
-                "cannot execute {}: {}",
-                program.display(),
+                "cannot execute {name}: {}",
                 io::Error::from_raw_os_error(child.errno)
             ),
         ));
     }
     Ok(SpawnedInit { pid, pidfd })
+}
+
+/// A sealed, in-memory copy of `path` to execute sandbox inits from: their `/proc/self/exe`
+/// then names no host file, and nobody can write through it to a binary the host runs (the
+/// runc CVE-2019-5736 fix).
+pub fn sealed_copy(path: &Path, name: &str) -> io::Result<OwnedFd> {
+    let cname = CString::new(name)?;
+    // SAFETY: `cname` is a valid C string; flags are plain integers.
+    let fd = check(unsafe {
+        libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: memfd_create returned a new descriptor that only we own.
+    let mut memfd = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    io::copy(&mut File::open(path)?, &mut memfd)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own, integer arguments only.
+    check(unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(memfd.into())
 }
 
 /// A pidfd for a process that is not our child (a sandbox recovered after a restart).
@@ -616,4 +651,122 @@ pub fn allowed_cpus() -> Vec<u32> {
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .map(|c| c as u32)
         .collect()
+}
+
+// ---- user namespaces ----
+
+/// What the user-namespace helper needs, prepared before its clone (it shares our memory and
+/// may only make async-signal-safe calls).
+struct UsernsHelper {
+    id: libc::c_uint,
+    /// Written when the namespace exists; the helper then waits for `wait_r` to close.
+    ready_w: RawFd,
+    wait_r: RawFd,
+}
+
+extern "C" fn userns_helper_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to the UsernsHelper owned by `create_userns`, which keeps it alive
+    // until it has reaped this child. Only raw system calls are made (no libc wrapper that
+    // would coordinate with the parent's threads, such as setuid's all-threads broadcast).
+    unsafe {
+        let a = &*(arg as *const UsernsHelper);
+        // Keep only our two pipe ends: the copied descriptor table also holds other helpers'
+        // pipes (creates run in parallel), and holding those would keep them waiting.
+        let (lo, hi) = (a.ready_w.min(a.wait_r), a.ready_w.max(a.wait_r));
+        let close = |first: RawFd, last: libc::c_uint| {
+            if first as libc::c_uint <= last {
+                libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, 0);
+            }
+        };
+        close(0, (lo - 1) as libc::c_uint);
+        close(lo + 1, (hi - 1) as libc::c_uint);
+        close(hi + 1, libc::c_uint::MAX);
+        let id = a.id as libc::c_long;
+        let ok = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+            && libc::syscall(libc::SYS_setresgid, id, id, id) == 0
+            && libc::syscall(libc::SYS_setresuid, id, id, id) == 0
+            && libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) == 0;
+        if !ok {
+            libc::_exit(1);
+        }
+        let byte = 1u8;
+        libc::write(a.ready_w, (&byte as *const u8).cast(), 1);
+        let mut buf = 0u8;
+        libc::read(a.wait_r, (&mut buf as *mut u8).cast(), 1);
+        libc::_exit(0)
+    }
+}
+
+/// A new user namespace owned by host uid `first` (not by root: the kernel charges per-user
+/// counts of everything inside to the owner, level by level), mapping ids 0..count inside to
+/// first..first+count on the host.
+pub fn create_userns(first: u32, count: u32) -> io::Result<OwnedFd> {
+    let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: pipe2 succeeded; both descriptors are ours alone.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    };
+    let (ready_r, ready_w) = pipe()?;
+    let (wait_r, wait_w) = pipe()?;
+    let helper = UsernsHelper {
+        id: first,
+        ready_w: ready_w.as_raw_fd(),
+        wait_r: wait_r.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; 16 * 1024];
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // Signals stay blocked in the helper: none of our handlers may run on its stack.
+    // SAFETY: sigset operations on local, initialised sets.
+    let old_mask = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    // SAFETY: `top` is the aligned top of a live stack that outlives the helper (we reap it
+    // below before `stack` is dropped); `helper` lives as long.
+    let pid = unsafe {
+        libc::clone(
+            userns_helper_main,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::SIGCHLD,
+            (&helper as *const UsernsHelper).cast_mut().cast(),
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    drop(ready_w);
+    let result = (|| {
+        let mut byte = [0u8; 1];
+        let n = File::from(ready_r).read(&mut byte)?;
+        if n != 1 {
+            return Err(io::Error::other("the user namespace helper failed"));
+        }
+        let map = format!("0 {first} {count}\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map)?;
+        Ok(OwnedFd::from(File::open(format!("/proc/{pid}/ns/user"))?))
+    })();
+    // Release the helper (explicitly: a write, not only the close, ends its wait).
+    let _ = (&File::from(wait_w)).write(&[1]);
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a live output.
+    unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    drop(stack);
+    result
+}
+
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, integer arguments only.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }

@@ -167,16 +167,15 @@ pub fn leftovers(env: &Env, id: &SandboxId) -> Vec<String> {
             found.push(format!("path {}", p.display()));
         }
     }
-    for slot in std::fs::read_dir("/run/instavm/ipam")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if std::fs::read_to_string(slot.path())
-            .unwrap_or_default()
-            .contains(id)
-        {
-            found.push(format!("address slot {}", slot.path().display()));
+    // Address slots and uid ranges.
+    for pool in ["/run/instavm/ipam", "/run/instavm/ids"] {
+        for slot in std::fs::read_dir(pool).into_iter().flatten().flatten() {
+            if std::fs::read_to_string(slot.path())
+                .unwrap_or_default()
+                .contains(id)
+            {
+                found.push(format!("pool slot {}", slot.path().display()));
+            }
         }
     }
     for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {

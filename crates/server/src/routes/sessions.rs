@@ -40,7 +40,8 @@ pub async fn start(
         })?,
     };
     let user = authenticate(&state, &key).await?;
-    let spec = sandbox_spec(&state, &req)?;
+    let mut spec = sandbox_spec(&state, &req)?;
+    spec.tenant = Some(format!("user-{}", user.id));
     let metadata = req.metadata.clone().unwrap_or_default();
     check_metadata(&metadata)?;
     state.require_ready()?;

@@ -12,58 +12,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use instavm_sdk::{ExecuteRequest, StartSessionRequest};
 use serde_json::json;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SESSION_SAMPLES: usize = 10;
 const WARMUP: usize = 200;
 const ROUND_TRIPS: usize = 2000;
-
-#[derive(serde::Serialize)]
-struct Stats {
-    samples: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    mean_ms: f64,
-    min_ms: f64,
-    max_ms: f64,
-}
-
-fn stats(mut d: Vec<Duration>) -> Stats {
-    d.sort();
-    let ms = |x: Duration| x.as_secs_f64() * 1000.0;
-    let pct = |p: f64| {
-        let i = ((p * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1;
-        ms(d[i])
-    };
-    Stats {
-        samples: d.len(),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        mean_ms: d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64,
-        min_ms: ms(d[0]),
-        max_ms: ms(d[d.len() - 1]),
-    }
-}
-
-fn out_path() -> PathBuf {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--out") {
-        if let Some(p) = args.get(i + 1) {
-            return PathBuf::from(p);
-        }
-    }
-    if let Some(p) = std::env::var_os("INSTAVM_BENCH_OUT") {
-        return PathBuf::from(p);
-    }
-    common::images_dir()
-        .parent()
-        .map(|t| t.join("instavm-bench").join("api.json"))
-        .unwrap_or_else(|| PathBuf::from("instavm-bench-api.json"))
-}
 
 fn main() {
     // `cargo test --benches` runs bench targets in test mode; there is nothing to check then.
@@ -122,12 +79,13 @@ fn main() {
             exec.push(t.elapsed());
             assert_eq!(out.exit_code, 0, "pass failed: {}", out.stderr);
         }
-        let (health, exec) = (stats(health), stats(exec));
-        let overhead = exec.p50_ms - health.p50_ms;
+        let (health, exec) = (support::stats(health), support::stats(exec));
+        let overhead = exec["p50_ms"].as_f64().unwrap_or(f64::NAN)
+            - health["p50_ms"].as_f64().unwrap_or(f64::NAN);
         json!({
             "runtime": client.health().await.expect("health").runtime,
-            "session_start": stats(starts),
-            "session_start_to_first_execute": stats(first_exec),
+            "session_start": support::stats(starts),
+            "session_start_to_first_execute": support::stats(first_exec),
             "health_round_trip": health,
             "execute_pass_round_trip": exec,
             "execute_minus_health_p50_ms": overhead,
@@ -165,12 +123,5 @@ fn main() {
             "NOT met"
         }
     );
-    let path = out_path();
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match std::fs::write(&path, format!("{report:#}\n")) {
-        Ok(()) => println!("  written to {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-    }
+    support::write_report("api", &report);
 }

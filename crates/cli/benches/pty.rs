@@ -12,37 +12,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use instavm_sdk::{CreatePtyRequest, ExecuteRequest, PtyEvent};
 use serde_json::json;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const WARMUP: usize = 100;
 const KEYSTROKES: usize = 2000;
 const BIG_FILE_MIB: usize = 100;
 const SSH_RUNS: usize = 30;
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-fn out_path() -> PathBuf {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--out") {
-        if let Some(p) = args.get(i + 1) {
-            return PathBuf::from(p);
-        }
-    }
-    if let Some(p) = std::env::var_os("INSTAVM_BENCH_OUT") {
-        return PathBuf::from(p);
-    }
-    common::images_dir()
-        .parent()
-        .map(|t| t.join("instavm-bench").join("pty.json"))
-        .unwrap_or_else(|| PathBuf::from("instavm-bench-pty.json"))
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
@@ -177,15 +156,15 @@ fn main() {
         json!({
             "keystroke_to_echo": {
                 "samples": samples.len(),
-                "p50_ms": pct(&samples, 0.50),
-                "p99_ms": pct(&samples, 0.99),
+                "p50_ms": support::percentile_ms(&samples, 0.50),
+                "p99_ms": support::percentile_ms(&samples, 0.99),
                 "target_p50_ms": 2.0,
-                "target_met": pct(&samples, 0.50) <= 2.0,
+                "target_met": support::percentile_ms(&samples, 0.50) <= 2.0,
             },
             "ssh_true": {
                 "samples": ssh_samples.len(),
-                "p50_ms": pct(&ssh_samples, 0.50),
-                "p99_ms": pct(&ssh_samples, 0.99),
+                "p50_ms": support::percentile_ms(&ssh_samples, 0.50),
+                "p99_ms": support::percentile_ms(&ssh_samples, 0.99),
             },
             "cat_100_mib": {
                 "bytes": bytes,
@@ -216,12 +195,5 @@ fn main() {
         c["mb_per_s"].as_f64().unwrap_or(f64::NAN),
         c["seconds"].as_f64().unwrap_or(f64::NAN)
     );
-    let path = out_path();
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match std::fs::write(&path, format!("{report:#}\n")) {
-        Ok(()) => println!("  written to {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-    }
+    support::write_report("pty", &report);
 }

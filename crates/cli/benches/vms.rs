@@ -12,12 +12,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use instavm_sdk::{
     Client, CloneVmRequest, CreateVmRequest, ExecuteRequest, SnapshotVmRequest, VmRecord,
 };
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const CREATES: usize = 20;
@@ -27,39 +27,6 @@ const SNAPSHOTS: usize = 15;
 const BOOTS: usize = 15;
 const CLONES: usize = 50;
 const CYCLES: usize = 10;
-
-fn stats(mut d: Vec<Duration>) -> Value {
-    d.sort();
-    let ms = |x: Duration| x.as_secs_f64() * 1000.0;
-    let pct = |p: f64| {
-        let i = ((p * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1;
-        ms(d[i])
-    };
-    json!({
-        "samples": d.len(),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64,
-        "min_ms": ms(d[0]),
-        "max_ms": ms(d[d.len() - 1]),
-    })
-}
-
-fn out_path() -> PathBuf {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--out") {
-        if let Some(p) = args.get(i + 1) {
-            return PathBuf::from(p);
-        }
-    }
-    if let Some(p) = std::env::var_os("INSTAVM_BENCH_OUT") {
-        return PathBuf::from(p);
-    }
-    common::images_dir()
-        .parent()
-        .map(|t| t.join("instavm-bench").join("vms.json"))
-        .unwrap_or_else(|| PathBuf::from("instavm-bench-vms.json"))
-}
 
 async fn create(client: &Client, req: &CreateVmRequest) -> (VmRecord, Duration) {
     let t = Instant::now();
@@ -116,7 +83,7 @@ async fn snapshot_times(client: &Client, mib: u64) -> (Value, String) {
             .expect("delete snapshot");
     }
     delete(client, &[vm]).await;
-    (stats(times), storage)
+    (support::stats(times), storage)
 }
 
 fn main() {
@@ -211,24 +178,26 @@ fn main() {
         }
         delete(&client, &[vm]).await;
 
-        let create_p50 = stats(plain_again.clone())["p50_ms"]
+        let create_p50 = support::stats(plain_again.clone())["p50_ms"]
             .as_f64()
             .unwrap_or(f64::NAN);
-        let boot_p50 = stats(boots.clone())["p50_ms"].as_f64().unwrap_or(f64::NAN);
+        let boot_p50 = support::stats(boots.clone())["p50_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         json!({
             "runtime": client.health().await.expect("health").runtime,
             "snapshot_storage": storage,
-            "create_wait": stats(creates),
-            "create_wait_16_concurrent": stats(concurrent),
+            "create_wait": support::stats(creates),
+            "create_wait_16_concurrent": support::stats(concurrent),
             "snapshot_after_1mib": snap_1m,
             "snapshot_after_1gib": snap_1g,
-            "boot_from_snapshot": stats(boots),
-            "create_interleaved_with_boots": stats(plain_again),
+            "boot_from_snapshot": support::stats(boots),
+            "create_interleaved_with_boots": support::stats(plain_again),
             "boot_over_create_p50": boot_p50 / create_p50,
-            "clone": stats(clone_times),
+            "clone": support::stats(clone_times),
             "clones_50_wall_ms": clone_wall.as_secs_f64() * 1000.0,
-            "suspend": stats(suspends),
-            "resume": stats(resumes),
+            "suspend": support::stats(suspends),
+            "resume": support::stats(resumes),
         })
     });
 
@@ -264,12 +233,5 @@ fn main() {
         "  50 clones: {:.0} ms wall",
         report["clones_50_wall_ms"].as_f64().unwrap_or(f64::NAN)
     );
-    let path = out_path();
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match std::fs::write(&path, format!("{report:#}\n")) {
-        Ok(()) => println!("  written to {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-    }
+    support::write_report("vms", &report);
 }

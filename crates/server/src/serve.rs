@@ -94,6 +94,14 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     };
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Answers go out in several writes (headers, then streamed JSON): without TCP_NODELAY,
+    // Nagle's algorithm and the client's delayed ACK hold the second write ~40 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });

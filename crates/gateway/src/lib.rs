@@ -62,6 +62,8 @@ impl Gateway {
             keepalive_interval: Some(Duration::from_secs(30)),
             // Without it Nagle and delayed ACKs add ~40 ms to each round trip of the handshake.
             nodelay: true,
+            // The only way in: clients are told so instead of trying passwords.
+            methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
             ..Default::default()
         });
         let mut server = connection::Listener {

@@ -1,11 +1,11 @@
 //! `bash -c` executions: one fresh process group each, killed as a group at the timeout.
 
 use crate::output::{exec_result, ms_until, Capture, ExecOutput};
-use crate::{env, reaper, sys};
+use crate::user_command::user_command;
+use crate::{reaper, sys};
 use instavm_protocol::ExecSpec;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub fn run(spec: &ExecSpec) -> std::io::Result<ExecOutput> {
@@ -16,32 +16,13 @@ pub fn run(spec: &ExecSpec) -> std::io::Result<ExecOutput> {
     sys::set_nonblocking(&out_r)?;
     sys::set_nonblocking(&err_r)?;
 
-    let env = env::get();
-    let mut cmd = Command::new("/bin/bash");
-    cmd.arg("-c")
-        .arg(&spec.code)
-        .env_clear()
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .current_dir(env.workdir_or_root())
-        .stdin(Stdio::null())
+    let mut cmd = user_command("/bin/bash", ["-c", spec.code.as_str()], sys::child_setup);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w));
-    let all_cpus = crate::cpus::all();
-    // SAFETY: the closure only makes async-signal-safe system calls.
-    unsafe {
-        cmd.pre_exec(move || {
-            sys::child_setup()?;
-            // The agent may be pinned to one CPU; user programs get them all.
-            if let Some(set) = all_cpus {
-                set.apply(0)?;
-            }
-            Ok(())
-        })
-    };
     let waiter = reaper::spawn(&mut cmd)?;
     // Close our copies of the write ends.
     drop(cmd);
-    drop(env);
 
     let mut out = Capture::new(spec.max_output);
     let mut err = Capture::new(spec.max_output);

@@ -18,6 +18,7 @@ mod reaper;
 mod security;
 mod setup;
 mod sys;
+mod user_command;
 
 use instavm_protocol::{
     parse_json, read_frame, write_json, AgentConfig, ErrorKind, Lang, Request, Response, CONFIG_FD,

@@ -9,7 +9,8 @@
 //! `PtyExit` frame; an exited terminal stays listed (with its exit code) until it is killed.
 
 use crate::files::error;
-use crate::{env, reaper, sys};
+use crate::user_command::user_command;
+use crate::{reaper, sys};
 use instavm_protocol::{
     parse_json, read_frame, write_frame, write_json, ErrorKind, FrameKind, PtySpec, PtyState,
     Request, Response, CHUNK,
@@ -19,8 +20,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Terminals a sandbox may hold at once (running or exited but not yet deleted).
@@ -143,31 +143,14 @@ pub fn open(spec: PtySpec) -> Response {
 
 fn start(spec: PtySpec) -> io::Result<Arc<Pty>> {
     let (master, slave) = sys::openpty(spec.cols, spec.rows)?;
-    let env = env::get();
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .env("TERM", &spec.term)
-        .current_dir(env.workdir_or_root())
+    let mut cmd = user_command(&spec.argv[0], &spec.argv[1..], sys::pty_child_setup);
+    cmd.env("TERM", &spec.term)
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
-    let all_cpus = crate::cpus::all();
-    // SAFETY: the closure only makes async-signal-safe system calls.
-    unsafe {
-        cmd.pre_exec(move || {
-            sys::pty_child_setup()?;
-            if let Some(set) = all_cpus {
-                set.apply(0)?;
-            }
-            Ok(())
-        })
-    };
     let waiter = reaper::spawn(&mut cmd)?;
     // Our copies of the slave end must go, or the master never sees the last close.
     drop(cmd);
-    drop(env);
     let pty = Arc::new(Pty {
         pid: waiter.pid,
         created_at: std::time::SystemTime::now()

@@ -98,6 +98,14 @@ impl Session {
         Ok(file)
     }
 
+    /// A file-system change as a shell command in the VM; its stderr becomes the error.
+    async fn change(&self, id: u32, command: String) -> Result<Status, StatusReply> {
+        sh(&self.runtime, &self.sandbox, &command)
+            .await
+            .map_err(failure)?;
+        Ok(ok(id))
+    }
+
     async fn stat_path(&self, path: &str) -> Result<FileInfo, StatusReply> {
         self.runtime
             .stat(&self.sandbox, path)
@@ -321,13 +329,14 @@ impl russh_sftp::server::Handler for Session {
         attrs: FileAttributes,
     ) -> Result<Status, StatusReply> {
         let path = absolute(&path)?;
-        if let Some(p) = attrs.permissions {
-            let cmd = format!("chmod {:o} -- {}", p & 0o7777, quote(&path));
-            sh(&self.runtime, &self.sandbox, &cmd)
-                .await
-                .map_err(failure)?;
+        match attrs.permissions {
+            // Owners and times are not changed; a mode is.
+            Some(p) => {
+                let cmd = format!("chmod {:o} -- {}", p & 0o7777, quote(&path));
+                self.change(id, cmd).await
+            }
+            None => Ok(ok(id)),
         }
-        Ok(ok(id))
     }
 
     async fn fsetstat(
@@ -377,10 +386,7 @@ impl russh_sftp::server::Handler for Session {
     async fn remove(&mut self, id: u32, filename: String) -> Result<Status, StatusReply> {
         let path = absolute(&filename)?;
         let cmd = format!("rm -- {}", quote(&path));
-        sh(&self.runtime, &self.sandbox, &cmd)
-            .await
-            .map_err(failure)?;
-        Ok(ok(id))
+        self.change(id, cmd).await
     }
 
     async fn mkdir(
@@ -392,19 +398,13 @@ impl russh_sftp::server::Handler for Session {
         let path = absolute(&path)?;
         let mode = attrs.permissions.map_or(0o755, |p| p & 0o7777);
         let cmd = format!("mkdir -m {mode:o} -- {}", quote(&path));
-        sh(&self.runtime, &self.sandbox, &cmd)
-            .await
-            .map_err(failure)?;
-        Ok(ok(id))
+        self.change(id, cmd).await
     }
 
     async fn rmdir(&mut self, id: u32, path: String) -> Result<Status, StatusReply> {
         let path = absolute(&path)?;
         let cmd = format!("rmdir -- {}", quote(&path));
-        sh(&self.runtime, &self.sandbox, &cmd)
-            .await
-            .map_err(failure)?;
-        Ok(ok(id))
+        self.change(id, cmd).await
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, StatusReply> {
@@ -425,9 +425,6 @@ impl russh_sftp::server::Handler for Session {
             quote(&absolute(&oldpath)?),
             quote(&absolute(&newpath)?)
         );
-        sh(&self.runtime, &self.sandbox, &cmd)
-            .await
-            .map_err(failure)?;
-        Ok(ok(id))
+        self.change(id, cmd).await
     }
 }

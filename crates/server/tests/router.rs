@@ -1362,4 +1362,18 @@ async fn terminals_in_both_scopes() {
         api.get(&format!("{base}/{pty}"), &key).await.status,
         StatusCode::NOT_FOUND
     );
+
+    // The WebSocket route answers a plain GET with a JSON error, not axum's text.
+    let r = api
+        .get(
+            &format!("/v1/sessions/{sid}/pty/{pty}/connect?api_key={key}"),
+            &key,
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    assert!(
+        r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{}",
+        r.body
+    );
 }

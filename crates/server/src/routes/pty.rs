@@ -7,11 +7,12 @@
 
 use crate::auth::{authenticate, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiPath2};
+use crate::extract::{ApiJson, ApiPath, ApiPath2, ApiQuery};
 use crate::state::AppState;
 use crate::terminals::{self, check_size, Scope};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -148,11 +149,13 @@ fn close(code: u16, reason: &str) -> Message {
 
 async fn connect<const IN_VM: bool>(
     State(state): State<AppState>,
-    Path((owner, pty_id)): Path<(String, String)>,
-    Query(query): Query<ConnectQuery>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    ws.on_upgrade(move |socket| async move {
+    ApiPath2(owner, pty_id): ApiPath2,
+    ApiQuery(query): ApiQuery<ConnectQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    // A plain GET (no upgrade) gets a JSON error like every route, not axum's text.
+    let ws = ws.map_err(|r| ApiError::from_rejection(r.status(), r.body_text()))?;
+    Ok(ws.on_upgrade(move |socket| async move {
         let mut socket = socket;
         match open_stream(&state, scope(IN_VM), &owner, &pty_id, query.api_key).await {
             Ok(stream) => relay(socket, stream).await,
@@ -160,7 +163,7 @@ async fn connect<const IN_VM: bool>(
                 let _ = socket.send(close(code, &reason)).await;
             }
         }
-    })
+    }))
 }
 
 /// Authenticate, resolve and attach; an error is the close code and reason to send.

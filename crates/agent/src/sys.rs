@@ -312,18 +312,25 @@ pub fn wait_sigchld() {
 }
 
 /// For use between fork and exec only (async-signal-safe): put the child in its own process
-/// group and make it a preferred OOM victim over the agent (raising the score needs no
-/// privilege; it also undoes the agent's own immunity, which children would inherit).
+/// group, as a user process (see [`become_user_process`]).
 pub fn child_setup() -> io::Result<()> {
-    // SAFETY: setpgid, prctl, open, write and close are async-signal-safe; the path and
-    // buffer are static.
+    // SAFETY: setpgid is async-signal-safe and takes integers only.
+    if unsafe { libc::setpgid(0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    become_user_process();
+    Ok(())
+}
+
+/// Between fork and exec (async-signal-safe), for every process of user code: the agent's copy
+/// is not dumpable, so its /proc files belong to the host's root and are closed to the
+/// sandbox's; dumpable (as exec would make it anyway), the child owns its own /proc/self again.
+/// Then it makes itself a preferred OOM victim over the agent (raising the score needs no
+/// privilege; it also undoes the agent's own immunity, which children inherit).
+fn become_user_process() {
+    // SAFETY: prctl, open, write and close are async-signal-safe; the path and buffer are
+    // static.
     unsafe {
-        if libc::setpgid(0, 0) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The agent's copy is not dumpable, so its /proc files belong to the host's root and
-        // are closed to the sandbox's: dumpable (as exec would make it anyway), this child
-        // owns its own /proc/self again.
         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
         let path: &CStr = c"/proc/self/oom_score_adj";
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -332,7 +339,6 @@ pub fn child_setup() -> io::Result<()> {
             libc::close(fd);
         }
     }
-    Ok(())
 }
 
 /// For use between fork and exec only: make `from` available as descriptor `to` (inherited).
@@ -437,10 +443,9 @@ pub fn set_winsize(fd: &impl AsRawFd, cols: u16, rows: u16) -> io::Result<()> {
 }
 
 /// For use between fork and exec only (async-signal-safe): a new session whose controlling
-/// terminal is stdin (the PTY's slave end), and the same OOM preference as `child_setup`.
+/// terminal is stdin (the PTY's slave end), as a user process (see [`become_user_process`]).
 pub fn pty_child_setup() -> io::Result<()> {
-    // SAFETY: setsid, ioctl, open, write and close are async-signal-safe; the path and buffer
-    // are static.
+    // SAFETY: setsid and ioctl are async-signal-safe and take integers only.
     unsafe {
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
@@ -448,13 +453,8 @@ pub fn pty_child_setup() -> io::Result<()> {
         if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
             return Err(io::Error::last_os_error());
         }
-        let path: &CStr = c"/proc/self/oom_score_adj";
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd >= 0 {
-            libc::write(fd, b"500".as_ptr().cast(), 3);
-            libc::close(fd);
-        }
     }
+    become_user_process();
     Ok(())
 }
 

@@ -110,6 +110,10 @@ async fn a_login_shell_on_a_terminal() {
     .await;
     read_until(&mut s, "LEADER-2").await;
 
+    // Like every user process, the shell is a preferred OOM victim over the agent.
+    send(&s, "echo OOM=$(cat /proc/$$/oom_score_adj)\n").await;
+    read_until(&mut s, "OOM=500").await;
+
     send(&s, "exit 7\n").await;
     assert_eq!(wait_exit(&mut s).await, 7);
     let after = env.rt.pty_get(&sb.id, "pty-a").await.unwrap();

@@ -204,25 +204,7 @@ fn mount_dev(root: &Path, shm_bytes: u64, host_root_id: u32) -> io::Result<()> {
 
 fn mask_proc(root: &Path) -> io::Result<()> {
     let proc_dir = root.join("proc");
-    let null = root.join("dev/null");
-    for f in MASKED_PROC_FILES {
-        let p = proc_dir.join(f);
-        if p.exists() {
-            sys::mount(Some(path_str(&null)?), &p, None, libc::MS_BIND, None)?;
-        }
-    }
-    for d in MASKED_PROC_DIRS {
-        let p = proc_dir.join(d);
-        if p.is_dir() {
-            sys::mount(
-                Some("tmpfs"),
-                &p,
-                Some("tmpfs"),
-                libc::MS_RDONLY | NOSUID | NODEV | NOEXEC,
-                Some("size=0"),
-            )?;
-        }
-    }
+    mask(root, &proc_dir, MASKED_PROC_FILES, MASKED_PROC_DIRS)?;
     for d in READONLY_PROC {
         let p = proc_dir.join(d);
         if p.exists() {
@@ -241,16 +223,21 @@ fn mask_proc(root: &Path) -> io::Result<()> {
 }
 
 fn mask_sys(root: &Path) -> io::Result<()> {
-    let sys_dir = root.join("sys");
+    mask(root, &root.join("sys"), MASKED_SYS_FILES, MASKED_SYS_DIRS)
+}
+
+/// Cover the `files` under `base` that exist with the sandbox's `/dev/null`, and the `dirs`
+/// with an empty read-only tmpfs.
+fn mask(root: &Path, base: &Path, files: &[&str], dirs: &[&str]) -> io::Result<()> {
     let null = root.join("dev/null");
-    for f in MASKED_SYS_FILES {
-        let p = sys_dir.join(f);
+    for f in files {
+        let p = base.join(f);
         if p.is_file() {
             sys::mount(Some(path_str(&null)?), &p, None, libc::MS_BIND, None)?;
         }
     }
-    for d in MASKED_SYS_DIRS {
-        let p = sys_dir.join(d);
+    for d in dirs {
+        let p = base.join(d);
         if p.is_dir() {
             sys::mount(
                 Some("tmpfs"),

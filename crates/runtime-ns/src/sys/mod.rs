@@ -127,14 +127,7 @@ pub fn spawn_sandbox_init(
 
     // Block all signals around the clone so no handler of ours runs on the child's stack; the
     // child restores the original mask before exec.
-    // SAFETY: sigset operations on local, initialised sets.
-    let old_mask = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        old
-    };
+    let old_mask = block_all_signals();
     let mut child = ChildArgs {
         program: program.as_raw_fd(),
         argv,
@@ -718,14 +711,7 @@ pub fn create_userns(first: u32, count: u32) -> io::Result<OwnedFd> {
     let mut stack = vec![0u8; 16 * 1024];
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
     // Signals stay blocked in the helper: none of our handlers may run on its stack.
-    // SAFETY: sigset operations on local, initialised sets.
-    let old_mask = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        old
-    };
+    let old_mask = block_all_signals();
     // SAFETY: `top` is the aligned top of a live stack that outlives the helper (we reap it
     // below before `stack` is dropped); `helper` lives as long.
     let pid = unsafe {
@@ -769,4 +755,16 @@ pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
     // SAFETY: as above.
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Block every signal in this thread; returns the mask to restore.
+fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on local, initialised sets.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
 }

@@ -1,6 +1,7 @@
 //! `instavm auth set-key|status|logout` (spec/cli.md §6.1). Local only: no request is made.
 
-use crate::config::{self, redact, Overrides, ProfileUpdate, Settings};
+use crate::commands::RuntimeSshArgs;
+use crate::config::{self, redact, ProfileUpdate};
 use crate::output::emit;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -11,9 +12,9 @@ pub enum AuthCommand {
     /// Store an API key (read from a hidden prompt, or from stdin when it is not a terminal).
     SetKey(SetKeyArgs),
     /// Show the effective settings and where each comes from.
-    Status(StatusArgs),
+    Status(RuntimeSshArgs),
     /// Remove the stored API key.
-    Logout(StatusArgs),
+    Logout(RuntimeSshArgs),
 }
 
 #[derive(Args, Debug)]
@@ -26,28 +27,6 @@ pub struct SetKeyArgs {
     pub ssh_host: Option<String>,
     #[arg(short = 'j', long)]
     pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    #[arg(long)]
-    pub api_key: Option<String>,
-    #[arg(long)]
-    pub base_url: Option<String>,
-    #[arg(long)]
-    pub ssh_host: Option<String>,
-    #[arg(short = 'j', long)]
-    pub json: bool,
-}
-
-impl StatusArgs {
-    fn settings(&self) -> anyhow::Result<Settings> {
-        config::resolve(&Overrides {
-            api_key: self.api_key.clone(),
-            base_url: self.base_url.clone(),
-            ssh_host: self.ssh_host.clone(),
-        })
-    }
 }
 
 pub fn run(cmd: AuthCommand) -> anyhow::Result<()> {
@@ -101,7 +80,7 @@ fn set_key(args: SetKeyArgs) -> anyhow::Result<()> {
     emit(args.json, &payload, &lines)
 }
 
-fn status(args: StatusArgs) -> anyhow::Result<()> {
+fn status(args: RuntimeSshArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
     let active = s.config["active_profile"].as_str().unwrap_or("default");
     let stored = s.config["profiles"][active]["auth"]["api_key"]
@@ -137,7 +116,7 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     emit(args.json, &payload, &lines)
 }
 
-fn logout(args: StatusArgs) -> anyhow::Result<()> {
+fn logout(args: RuntimeSshArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
     config::update_profile(
         &s.config_path,

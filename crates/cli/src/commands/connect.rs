@@ -2,7 +2,7 @@
 //! §4). Like the official CLI it adds no options, so a gateway on a non-standard port is set up
 //! in `~/.ssh/config` (docs/pty.md shows the lines). `--json` prints the command only.
 
-use crate::config::{self, Overrides};
+use crate::commands::RuntimeSshArgs;
 use crate::output::emit;
 use anyhow::Context;
 use clap::Args;
@@ -16,26 +16,12 @@ pub struct ConnectArgs {
     /// Passed to ssh after the destination (put them after `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub ssh_args: Vec<String>,
-    /// Override the InstaVM API key for this command.
-    #[arg(long)]
-    pub api_key: Option<String>,
-    /// Override the InstaVM API base URL for this command.
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// The SSH gateway host [default: derived from the base URL].
-    #[arg(long)]
-    pub ssh_host: Option<String>,
-    /// Print the ssh command as JSON instead of running it.
-    #[arg(short = 'j', long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub rt: RuntimeSshArgs,
 }
 
 pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let settings = config::resolve(&Overrides {
-        api_key: args.api_key,
-        base_url: args.base_url,
-        ssh_host: args.ssh_host,
-    })?;
+    let settings = args.rt.settings()?;
     let mut extra = args.ssh_args;
     if extra.first().map(String::as_str) == Some("--") {
         extra.remove(0);
@@ -48,7 +34,7 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         format!("{}@{}", args.vm_id, settings.ssh_host),
     ];
     command.extend(extra);
-    if args.json {
+    if args.rt.json {
         emit(true, &json!({ "command": command }), &[])?;
         return Ok(ExitCode::SUCCESS);
     }

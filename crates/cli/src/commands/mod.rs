@@ -47,3 +47,30 @@ impl RuntimeArgs {
         Ok(Client::new(&settings.base_url, Some(key))?)
     }
 }
+
+/// `--api-key`, `--base-url`, `--ssh-host` and `-j/--json` (spec/cli.md: ‹rt+ssh›).
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeSshArgs {
+    /// Override the InstaVM API key for this command.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Override the InstaVM API base URL for this command.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Override the SSH gateway host for this command [default: derived from the base URL].
+    #[arg(long)]
+    pub ssh_host: Option<String>,
+    /// Emit JSON output (one line).
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+impl RuntimeSshArgs {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        config::resolve(&Overrides {
+            api_key: self.api_key.clone(),
+            base_url: self.base_url.clone(),
+            ssh_host: self.ssh_host.clone(),
+        })
+    }
+}

@@ -66,7 +66,35 @@ pub async fn upload(
     Principal(user): Principal,
     ApiMultipart(mut form): ApiMultipart,
 ) -> ApiResult<Json<UploadResponse>> {
-    let _pass = transfer_pass(&state, user.id)?;
+    let answer = receive(&state, user.id, &mut form).await;
+    if answer.is_err() {
+        // Read (and drop) what the client is still sending, so it gets to read the error
+        // instead of a reset connection half-way through its body.
+        drain_rest(&mut form, DRAIN_AFTER_ERROR).await;
+    }
+    answer.map(Json)
+}
+
+/// Most body bytes read and dropped after a refused upload before the connection is closed.
+const DRAIN_AFTER_ERROR: u64 = 64 << 20;
+
+async fn drain_rest(form: &mut axum::extract::Multipart, mut budget: u64) {
+    while let Ok(Some(mut field)) = form.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            budget = budget.saturating_sub(chunk.len() as u64);
+            if budget == 0 {
+                return;
+            }
+        }
+    }
+}
+
+async fn receive(
+    state: &AppState,
+    user_id: i64,
+    form: &mut axum::extract::Multipart,
+) -> ApiResult<UploadResponse> {
+    let _pass = transfer_pass(state, user_id)?;
     let mut remote_path: Option<String> = None;
     let mut session_id: Option<String> = None;
     let mut result: Option<UploadResponse> = None;
@@ -85,13 +113,13 @@ pub async fn upload(
                 };
                 match &remote_path {
                     Some(path) => {
-                        let target = Target::resolve(&state, user.id, sid, path).await?;
-                        result = Some(target.write_field(&state, field).await?);
+                        let target = Target::resolve(state, user_id, sid, path).await?;
+                        result = Some(target.write_field(state, field).await?);
                     }
                     None => {
                         // Not the caller's session: 404 before a byte is spooled.
-                        sessions::active(&state, user.id, sid).await?;
-                        spooled = Some(Spooled::save(&state, user.id, field).await?);
+                        sessions::active(state, user_id, sid).await?;
+                        spooled = Some(Spooled::save(state, user_id, field).await?);
                     }
                 }
             }
@@ -114,12 +142,12 @@ pub async fn upload(
     let sid = session_id.ok_or_else(|| missing(upload_fields::SESSION_ID))?;
     let path = remote_path.ok_or_else(|| missing(upload_fields::REMOTE_PATH))?;
     if let Some(done) = result {
-        return Ok(Json(done));
+        return Ok(done);
     }
     let spooled = spooled.ok_or_else(|| missing(upload_fields::FILE))?;
-    let target = Target::resolve(&state, user.id, &sid, &path).await?;
+    let target = Target::resolve(state, user_id, &sid, &path).await?;
     let (reader, _allowance) = spooled.reader().await?;
-    Ok(Json(target.write(&state, reader).await?))
+    target.write(state, reader).await
 }
 
 /// Where an upload goes.

@@ -11,6 +11,7 @@ mod files;
 mod keys;
 mod pty;
 mod sessions;
+mod shares;
 mod users;
 mod vms;
 
@@ -20,6 +21,7 @@ pub use files::*;
 pub use keys::*;
 pub use pty::*;
 pub use sessions::*;
+pub use shares::*;
 pub use users::*;
 pub use vms::*;
 

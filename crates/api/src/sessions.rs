@@ -139,10 +139,14 @@ pub struct AppUrlQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppUrl {
     pub session_id: String,
+    /// The share's URL to open: its access link when the share is private.
     pub app_url: String,
     pub url: String,
+    /// The share's plain URL (the agents integration keeps only its scheme, host and port).
     pub direct_url: String,
     pub port: u16,
+    pub share_id: String,
+    pub is_public: bool,
 }
 
 /// Query of `GET /v1/sessions/sandboxes`. `metadata` is a JSON-encoded object; a session

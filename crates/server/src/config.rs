@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// The host name users `ssh` to, shown as `ssh_host` on VM records (`None`: the address the
     /// gateway listens on).
     pub ssh_host: Option<String>,
+    /// The share proxy (`None`: no shares).
+    pub shares: Option<crate::shares::ShareSettings>,
     /// Database, admin key and the namespace runtime's state (images, layers, sandboxes) live
     /// here.
     pub data_dir: PathBuf,

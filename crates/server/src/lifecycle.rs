@@ -174,6 +174,7 @@ async fn sweep_forever(state: AppState) {
 pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
     state.flush_usage().await?;
     crate::vms::sweep(state).await?;
+    crate::shares::sweep(state).await?;
     let now = Utc::now();
     for rec in state.db(|s| s.active_sessions()).await? {
         if now >= rec.expires_at {

@@ -41,6 +41,8 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error("SSH gateway: {0}")]
     Gateway(String),
+    #[error("share proxy: {0}")]
+    Shares(String),
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -92,6 +94,15 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         Some(ssh_addr) => Some(start_gateway(&config, ssh_addr, &state).await?),
         None => None,
     };
+
+    if let Some(settings) = config.shares.clone() {
+        let addr = crate::shares::start(&state, settings)
+            .await
+            .map_err(|e| ServeError::Shares(e.to_string()))?;
+        // A plain line, like the HTTP one.
+        eprintln!("instavm share proxy listening on {addr}");
+        tracing::info!(addr, "share proxy listening");
+    }
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Answers go out in several writes (headers, then streamed JSON): without TCP_NODELAY,

@@ -33,6 +33,8 @@ struct Shared {
     spooled: Mutex<HashMap<i64, u64>>,
     /// The host users reach the SSH gateway at, once it runs.
     ssh_host: std::sync::OnceLock<String>,
+    /// The share proxy, once it runs.
+    shares: std::sync::OnceLock<Arc<crate::shares::SharePlane>>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -82,6 +84,7 @@ impl AppState {
                 gate: Arc::default(),
                 spooled: Mutex::new(HashMap::new()),
                 ssh_host: std::sync::OnceLock::new(),
+                shares: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -109,6 +112,15 @@ impl AppState {
 
     pub fn ssh_host(&self) -> Option<String> {
         self.inner.ssh_host.get().cloned()
+    }
+
+    /// Set once, when the share proxy starts.
+    pub(crate) fn set_shares(&self, plane: Arc<crate::shares::SharePlane>) {
+        let _ = self.inner.shares.set(plane);
+    }
+
+    pub(crate) fn shares(&self) -> Option<Arc<crate::shares::SharePlane>> {
+        self.inner.shares.get().cloned()
     }
 
     pub fn admission(&self) -> &Admission {

@@ -10,6 +10,7 @@ mod executions;
 mod migrations;
 mod records;
 mod sessions;
+mod shares;
 mod snapshots;
 mod ssh_keys;
 mod users;
@@ -21,6 +22,7 @@ mod tests;
 mod vm_tests;
 
 pub use records::*;
+pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
 

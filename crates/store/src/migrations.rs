@@ -114,6 +114,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX snapshots_user ON snapshots(user_id, created_at);
     CREATE INDEX snapshots_status ON snapshots(status);
     ",
+    // 5: shares. One live share per (session, port): the session outlives resumes, which
+    // give the VM a new id. `listen_port` is the proxy port in ports mode (NULL once released).
+    "
+    CREATE TABLE shares (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        session_id  TEXT NOT NULL,
+        vm_id       TEXT NOT NULL,
+        port        INTEGER NOT NULL,
+        is_public   INTEGER NOT NULL,
+        token       TEXT NOT NULL,
+        listen_port INTEGER,
+        created_at  INTEGER NOT NULL,
+        revoked_at  INTEGER
+    );
+    CREATE UNIQUE INDEX shares_live ON shares(session_id, port) WHERE revoked_at IS NULL;
+    CREATE UNIQUE INDEX shares_listen_port ON shares(listen_port) WHERE listen_port IS NOT NULL;
+    CREATE INDEX shares_user ON shares(user_id);
+    ",
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

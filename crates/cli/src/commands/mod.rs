@@ -8,6 +8,7 @@ pub mod exec;
 pub mod image;
 pub mod pty;
 pub mod server;
+pub mod server_shares;
 pub mod snapshots;
 pub mod vms;
 pub mod whoami;

@@ -26,6 +26,8 @@ pub struct ServerArgs {
     /// the gateway listens on].
     #[arg(long = "public-ssh-host", env = "INSTAVM_PUBLIC_SSH_HOST")]
     pub public_ssh_host: Option<String>,
+    #[command(flatten)]
+    pub shares: super::server_shares::ShareArgs,
     /// Where the database, the admin key and sandbox state live
     /// [default: <user data dir>/instavm, e.g. ~/.local/share/instavm].
     #[arg(long, env = "INSTAVM_DATA_DIR")]
@@ -132,6 +134,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 listen: args.listen,
                 ssh_listen: args.ssh_listen.0,
                 ssh_host: args.public_ssh_host.filter(|h| !h.trim().is_empty()),
+                shares: args.shares.settings()?,
                 data_dir: data_dir(args.data_dir)?,
                 images_dir: args.images_dir,
                 runtime: match args.runtime {

@@ -6,6 +6,7 @@ mod files;
 mod health;
 mod pty;
 mod sessions;
+mod shares;
 mod snapshots;
 mod ssh_keys;
 mod users;
@@ -76,6 +77,8 @@ pub fn app(state: AppState) -> Router {
         // VMs (spec §6) and snapshots (§7).
         .merge(vms::router())
         .merge(snapshots::router())
+        // Shares (spec §9).
+        .merge(shares::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -305,46 +305,18 @@ pub async fn usage(
     }))
 }
 
-/// `GET /v1/sessions/app-url/{id}?port=`: the address at which the host reaches a port inside
-/// the sandbox. Public shares come later; until then all three URLs are this direct one.
+/// `GET /v1/sessions/app-url/{id}?port=`: the session's share of the port (made public when
+/// there is none yet; `crate::shares`).
 pub async fn app_url(
     State(state): State<AppState>,
     Principal(user): Principal,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery<AppUrlQuery>,
 ) -> ApiResult<Json<AppUrl>> {
-    let port = query.port.unwrap_or(80);
-    let port = u16::try_from(port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| {
-            ApiError::Unprocessable(format!("port must be between 1 and 65535, got {port}"))
-        })?;
-    let rec = sessions::active(&state, user.id, &id).await?;
-    let info = match state.runtime().get(&sessions::sandbox_id(&rec)?).await {
-        Ok(info) => info,
-        Err(RuntimeError::NotFound(_)) => return Err(sessions::sandbox_gone(&state, &rec).await),
-        Err(err) => return Err(err.into()),
-    };
-    let ip = info.ip_address.ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "session {} has no network address (its runtime gives sandboxes no network)",
-            rec.id
-        ))
-    })?;
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip
-    };
-    let url = format!("http://{host}:{port}");
-    Ok(Json(AppUrl {
-        session_id: rec.id,
-        app_url: url.clone(),
-        url: url.clone(),
-        direct_url: url,
-        port,
-    }))
+    let port = crate::shares::check_port(query.port.unwrap_or(80).into())?;
+    Ok(Json(
+        crate::shares::app_url(&state, user.id, &id, port).await?,
+    ))
 }
 
 /// `GET /v1/sessions/sandboxes`: the caller's sessions, newest first, as a bare array.

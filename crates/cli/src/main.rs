@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::snapshots::SnapshotCommand>,
     },
+    /// Create and manage VM shares (URLs that serve a port inside a VM).
+    Share {
+        #[command(subcommand)]
+        command: Option<commands::shares::ShareCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +109,8 @@ fn main() -> ExitCode {
         Some(Command::Vm { command: Some(c) }) => block_on(commands::vms::run(c)),
         Some(Command::Snapshot { command: None }) => group_help("snapshot"),
         Some(Command::Snapshot { command: Some(c) }) => block_on(commands::snapshots::run(c)),
+        Some(Command::Share { command: None }) => group_help("share"),
+        Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
     };
     match result {
         Ok(code) => code,

@@ -19,6 +19,7 @@
 
 mod error;
 mod pty;
+mod shares;
 mod vms;
 
 pub use error::Error;

@@ -9,6 +9,7 @@ pub mod image;
 pub mod pty;
 pub mod server;
 pub mod server_shares;
+pub mod shares;
 pub mod snapshots;
 pub mod vms;
 pub mod whoami;

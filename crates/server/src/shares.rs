@@ -425,6 +425,12 @@ pub async fn sweep(state: &AppState) -> ApiResult<()> {
     Ok(())
 }
 
+enum Access {
+    Granted(Grant),
+    /// The access link's token: the proxy turns it into a cookie first.
+    Link,
+}
+
 /// What the proxy asks for every request.
 struct Directory {
     state: AppState,
@@ -464,7 +470,8 @@ impl Directory {
             return Ok(refuse(404, "There is no share here, or it was revoked."));
         };
         let grant = match self.grant(&row, &req).await {
-            Some(grant) => grant,
+            Some(Access::Link) => return Ok(Route::OpenLink { share_id: row.id }),
+            Some(Access::Granted(grant)) => grant,
             None => {
                 return Ok(refuse(
                     401,
@@ -510,9 +517,9 @@ impl Directory {
         })
     }
 
-    async fn grant(&self, row: &ShareRow, req: &ShareRequest<'_>) -> Option<Grant> {
+    async fn grant(&self, row: &ShareRow, req: &ShareRequest<'_>) -> Option<Access> {
         if row.is_public {
-            return Some(Grant::Public);
+            return Some(Access::Granted(Grant::Public));
         }
         let token = hash_key(&row.token);
         let matches = |t: &str| hashes_equal(&hash_key(t), &token);
@@ -521,14 +528,14 @@ impl Directory {
             .iter()
             .any(|(id, t)| *id == row.id && matches(t))
         {
-            return Some(Grant::Cookie);
+            return Some(Access::Granted(Grant::Cookie));
         }
         if req.link_token.is_some_and(matches) {
-            return Some(Grant::Link);
+            return Some(Access::Link);
         }
         let key = req.api_key?;
         match auth::authenticate(&self.state, key).await {
-            Ok(user) if user.id == row.user_id => Some(Grant::Owner),
+            Ok(user) if user.id == row.user_id => Some(Access::Granted(Grant::Owner)),
             _ => None,
         }
     }

@@ -1236,11 +1236,15 @@ async fn usage_breakdown_and_app_url() {
         .get(&format!("/v1/sessions/app-url/{sid}?port=70000"), &key)
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    // The fake runtime gives sandboxes no address.
+    // This router runs no share proxy (tests/shares.rs has one).
     let r = api
         .get(&format!("/v1/sessions/app-url/{sid}?port=8000"), &key)
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("shares are turned off"));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! byte pipe between the two sockets once the app answered 101.
 
 use super::access::{self, Credentials};
-use super::{lock, page, Grant, Inner, Route, ShareKey, ShareRequest};
+use super::{lock, page, Inner, Route, ShareKey, ShareRequest};
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -111,21 +111,17 @@ impl Connection {
                 cookie_tokens: &creds.cookie_tokens,
             })
             .await;
-        let (target, share_id, grant) = match route {
-            Route::Forward {
-                target,
-                share_id,
-                grant,
-            } => (target, share_id, grant),
+        let target = match route {
+            Route::Forward { target, .. } => target,
+            Route::OpenLink { share_id } => {
+                let token = creds.link_token.unwrap_or_default();
+                let location = access::without_link_token(req.uri().path(), req.uri().query());
+                return page::redirect(&location, &access::grant_cookie(&share_id, &token));
+            }
             Route::Refuse { status, message } => {
                 return page::error(status, &message, req.headers())
             }
         };
-        if grant == Grant::Link {
-            let token = creds.link_token.unwrap_or_default();
-            let location = access::without_link_token(req.uri().path(), req.uri().query());
-            return page::redirect(&location, &access::grant_cookie(&share_id, &token));
-        }
         let upgrade = access::is_upgrade(req.headers());
         access::prepare_for_app(req.headers_mut(), self.peer, upgrade);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

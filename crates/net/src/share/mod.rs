@@ -53,9 +53,6 @@ pub enum Grant {
     Owner,
     /// A cookie from an access link.
     Cookie,
-    /// The access link itself: the proxy sets the cookie and redirects to the same URL
-    /// without the token, so the app never sees it.
-    Link,
 }
 
 /// The directory's answer.
@@ -67,6 +64,9 @@ pub enum Route {
         share_id: String,
         grant: Grant,
     },
+    /// A visit of the share's access link: the proxy sets the share's cookie and redirects to
+    /// the same URL without the token, so the app never sees it.
+    OpenLink { share_id: String },
     /// Answer with an error page instead (404 unknown or revoked, 401 private, 502 VM gone).
     Refuse { status: u16, message: String },
 }

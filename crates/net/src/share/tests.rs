@@ -89,7 +89,7 @@ impl ShareDirectory for OneShare {
         {
             Grant::Cookie
         } else if r.link_token == Some("tok") {
-            Grant::Link
+            return Route::OpenLink { share_id: id };
         } else {
             return Route::Refuse {
                 status: 401,

@@ -24,19 +24,24 @@ struct Api {
 }
 
 async fn api(with_shares: bool) -> Api {
+    let mode = ShareMode::Ports {
+        ip: "127.0.0.1".parse().unwrap(),
+        first: 45000,
+        last: 45999,
+    };
+    api_in(with_shares.then_some(mode)).await
+}
+
+async fn api_in(mode: Option<ShareMode>) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("instavm.db")).unwrap();
     let runtime: Arc<dyn Runtime> = Arc::new(FakeRuntime::new());
     let spool = dir.path().join("spool");
     let state = AppState::new(store, runtime, Limits::default(), ADMIN_KEY, spool).unwrap();
     state.set_readiness(Readiness::Ready);
-    if with_shares {
+    if let Some(mode) = mode {
         let settings = ShareSettings {
-            mode: ShareMode::Ports {
-                ip: "127.0.0.1".parse().unwrap(),
-                first: 45000,
-                last: 45999,
-            },
+            mode,
             public_host: None,
             scheme: "http".into(),
             public_port: None,
@@ -491,4 +496,51 @@ async fn shares_turned_off_are_a_clear_409() {
         b["detail"].as_str().unwrap().contains("--share-listen off"),
         "{b}"
     );
+}
+
+#[tokio::test]
+async fn domain_mode_urls_name_the_share_in_the_host() {
+    let api = api_in(Some(ShareMode::Domain {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        domain: "apps.test".into(),
+    }))
+    .await;
+    let key = api.user("a@example.com").await;
+    let vm = api.vm(&key).await;
+    let (_, share) = api
+        .post(
+            "/v1/shares",
+            &key,
+            json!({"port": 80, "is_public": true, "vm_id": vm["vm_id"]}),
+        )
+        .await;
+    let id = share["share_id"].as_str().unwrap();
+    let url = share["url"].as_str().unwrap();
+    let port: u16 = url
+        .strip_prefix(&format!("http://{id}.apps.test:"))
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("{url}"))
+        .parse()
+        .unwrap();
+    let ask = |host: String| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    // Its own host reaches the share (the fake VM has no address: the proxy's 502).
+    let page = ask(format!("{id}.apps.test:{port}")).await;
+    assert!(page.starts_with("HTTP/1.1 502"), "{page}");
+    for other in [
+        "shr-0000.apps.test".to_owned(),
+        "apps.test".to_owned(),
+        format!("{id}.evil.test"),
+    ] {
+        let page = ask(other.clone()).await;
+        assert!(page.starts_with("HTTP/1.1 404"), "{other}: {page}");
+    }
 }

@@ -10,9 +10,13 @@ docs/agents.md for why)."""
 
 import asyncio
 import json
+import os
 import re
 import time
 import urllib.request
+
+# No trace export: the run must not try the network.
+os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
 from agents import RunConfig, Runner
 from agents.items import ModelResponse

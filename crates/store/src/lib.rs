@@ -6,6 +6,7 @@
 //! The API is synchronous (rusqlite); the server calls it from blocking threads. One connection
 //! serialises writes; reads use a second connection, which WAL lets run alongside a write.
 
+mod events;
 mod executions;
 mod migrations;
 mod records;
@@ -17,10 +18,13 @@ mod users;
 mod vms;
 
 #[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vm_tests;
 
+pub use events::{with_actor, Actor, EventFilter, EventRow, EVENT_CATALOG};
 pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
@@ -116,6 +120,7 @@ impl Store {
                     source,
                 })?;
             conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+            events::register_actor_functions(&conn)?;
             Ok(conn)
         };
         let mut writer = open()?;
@@ -144,6 +149,7 @@ static MEMORY_DB_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::Atom
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    events::register_actor_functions(conn)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;

@@ -133,6 +133,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX shares_listen_port ON shares(listen_port) WHERE listen_port IS NOT NULL;
     CREATE INDEX shares_user ON shares(user_id);
     ",
+    // 6: audit events, written by triggers in the transaction of each change.
+    include_str!("sql/events.sql"),
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -1,7 +1,7 @@
 use crate::*;
 use chrono::Duration;
 
-fn key(hash: &[u8]) -> NewApiKey<'_> {
+pub(crate) fn key(hash: &[u8]) -> NewApiKey<'_> {
     NewApiKey {
         hash,
         prefix: "ivm_test",
@@ -9,7 +9,12 @@ fn key(hash: &[u8]) -> NewApiKey<'_> {
     }
 }
 
-fn session(id: &str, user_id: i64, sandbox: &str, created_at: DateTime<Utc>) -> SessionRecord {
+pub(crate) fn session(
+    id: &str,
+    user_id: i64,
+    sandbox: &str,
+    created_at: DateTime<Utc>,
+) -> SessionRecord {
     let mut metadata = Metadata::new();
     metadata.insert("env".into(), "prod".into());
     SessionRecord {

@@ -5,6 +5,7 @@
 //! fields; response types always serialize as JSON objects, except where the spec requires a bare
 //! array (`GET /v1/sessions/sandboxes`, `GET /v1/api-keys/`), which are plain `Vec`s.
 
+mod audit;
 mod error;
 mod exec;
 mod files;
@@ -15,6 +16,7 @@ mod shares;
 mod users;
 mod vms;
 
+pub use audit::*;
 pub use error::*;
 pub use exec::*;
 pub use files::*;

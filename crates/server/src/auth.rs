@@ -71,13 +71,15 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<UserRecord, Api
         return Err(invalid());
     }
     let hash = hash_key(key);
-    if let Some(admin) = state.admin_for_hash(&hash) {
-        return Ok(admin);
-    }
-    state
-        .db(move |s| s.user_by_key_hash(&hash))
-        .await?
-        .ok_or_else(invalid)
+    let user = match state.admin_for_hash(&hash) {
+        Some(admin) => admin,
+        None => state
+            .db(move |s| s.user_by_key_hash(&hash))
+            .await?
+            .ok_or_else(invalid)?,
+    };
+    crate::audit::set_actor(&user);
+    Ok(user)
 }
 
 /// Constant-time comparison, so the admin check does not leak how many bytes matched.

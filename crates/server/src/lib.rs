@@ -7,6 +7,7 @@
 //! [`Store`]: instavm_store::Store
 
 pub mod admission;
+mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

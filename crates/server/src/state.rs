@@ -163,7 +163,9 @@ impl AppState {
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        // The events this call writes name who acts (the request's user, else the system).
+        let actor = crate::audit::current_actor();
+        tokio::task::spawn_blocking(move || instavm_store::with_actor(actor, || f(&store)))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::from)

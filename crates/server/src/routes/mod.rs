@@ -1,6 +1,7 @@
 //! The HTTP surface: every route of the API and the middleware around them.
 
 mod api_keys;
+mod audit;
 mod exec;
 mod files;
 mod health;
@@ -79,8 +80,12 @@ pub fn app(state: AppState) -> Router {
         .merge(snapshots::router())
         // Shares (spec §9).
         .merge(shares::router())
+        // Audit events (spec §14).
+        .merge(audit::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Innermost, so the request id is set: who acts, for the audit events of the request.
+        .layer(axum::middleware::from_fn(crate::audit::scope_request))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(

@@ -6,10 +6,14 @@ import json
 
 from instavm import InstaVM
 
-from conftest import OFFICIAL_CLI, run
+import pytest
+
+from conftest import BIN, OFFICIAL_CLI, run
 
 
-def test_changes_become_events_the_sdk_and_cli_read(server, api_key, cli_env):
+@pytest.mark.parametrize("cli", ["official", "ours"])
+def test_changes_become_events_the_sdk_and_cli_read(server, api_key, cli_env, cli):
+    exe = OFFICIAL_CLI if cli == "official" else BIN
     client = InstaVM(api_key=api_key, base_url=server.base_url, auto_start_session=False)
     vm = client.vms.create(wait=True)
     snap = client.vms.snapshot(vm["vm_id"], name="audit-snap", wait=True)
@@ -26,15 +30,15 @@ def test_changes_become_events_the_sdk_and_cli_read(server, api_key, cli_env):
     assert "vm" in client.audit.catalog()["catalog"]
 
     env = dict(cli_env, INSTAVM_API_KEY=api_key)
-    r = run([OFFICIAL_CLI, "events", "tail", "--once", "--vm", vm["vm_id"], "--json"], env)
+    r = run([exe, "events", "tail", "--once", "--vm", vm["vm_id"], "--json"], env)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     assert [e["event_type"] for e in lines] == list(reversed(kinds)), lines  # oldest first
-    r = run([OFFICIAL_CLI, "events", "get", one["id"], "--json"], env)
+    r = run([exe, "events", "get", one["id"], "--json"], env)
     assert r.returncode == 0 and json.loads(r.stdout)["id"] == one["id"], r.stderr
-    r = run([OFFICIAL_CLI, "events", "catalog", "--json"], env)
+    r = run([exe, "events", "catalog", "--json"], env)
     assert r.returncode == 0 and "session" in json.loads(r.stdout)["catalog"], r.stderr
-    r = run([OFFICIAL_CLI, "events", "tail", "--once", "--since", "1h"], env)
+    r = run([exe, "events", "tail", "--once", "--since", "1h"], env)
     assert r.returncode == 0 and "vm.terminated" in r.stdout, (r.stdout, r.stderr)
 
     # Someone else sees none of it.

@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::snapshots::SnapshotCommand>,
     },
+    /// Audit events: what changed, when, and who did it.
+    #[command(alias = "audit")]
+    Events {
+        #[command(subcommand)]
+        command: Option<commands::events::EventsCommand>,
+    },
     /// Create and manage VM shares (URLs that serve a port inside a VM).
     Share {
         #[command(subcommand)]
@@ -109,6 +115,8 @@ fn main() -> ExitCode {
         Some(Command::Vm { command: Some(c) }) => block_on(commands::vms::run(c)),
         Some(Command::Snapshot { command: None }) => group_help("snapshot"),
         Some(Command::Snapshot { command: Some(c) }) => block_on(commands::snapshots::run(c)),
+        Some(Command::Events { command: None }) => group_help("events"),
+        Some(Command::Events { command: Some(c) }) => block_on(commands::events::run(c)),
         Some(Command::Share { command: None }) => group_help("share"),
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
     };

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod error;
 mod pty;
 mod shares;

@@ -199,12 +199,20 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The event with this id (`evt_<seq in hex>_<random>`).
     pub fn get_event(&self, id: &str) -> Result<Option<EventRow>> {
+        let seq = id
+            .strip_prefix("evt_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(hex, _)| i64::from_str_radix(hex, 16).ok());
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
         Ok(self
             .reader()
             .query_row(
-                &format!("SELECT {COLUMNS} FROM events WHERE id = ?1"),
-                [id],
+                &format!("SELECT {COLUMNS} FROM events WHERE seq = ?1 AND id = ?2"),
+                rusqlite::params![seq, id],
                 from_row,
             )
             .optional()?)

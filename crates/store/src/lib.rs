@@ -149,6 +149,9 @@ static MEMORY_DB_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::Atom
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Writes run cached statements: a statement on a table with triggers compiles the trigger
+    // programs into itself, which costs more than the write (benches/audit.rs).
+    conn.set_prepared_statement_cache_capacity(128);
     events::register_actor_functions(conn)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;

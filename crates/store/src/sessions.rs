@@ -46,9 +46,8 @@ impl Store {
     pub(crate) fn write_session(conn: &rusqlite::Connection, s: &SessionRecord) -> Result<()> {
         let metadata = serde_json::Value::Object(s.metadata.clone()).to_string();
         conn
-            .execute(
-                &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
-                params![
+            .prepare_cached(
+                &format!("INSERT INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?.execute(params![
                     s.id,
                     s.user_id,
                     s.vm_id,
@@ -177,11 +176,12 @@ impl Store {
     ) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE sessions SET status = ?2, end_reason = ?3, ended_at = ?4
+        let changed = tx
+            .prepare_cached(
+                "UPDATE sessions SET status = ?2, end_reason = ?3, ended_at = ?4
              WHERE id = ?1 AND status IN ('active', 'suspended')",
-            params![id, state.as_str(), reason, to_millis(at)],
-        )?;
+            )?
+            .execute(params![id, state.as_str(), reason, to_millis(at)])?;
         if changed > 0 {
             crate::vms::terminate_session_vm(&tx, id, reason, at)?;
         }

@@ -45,21 +45,21 @@ impl Store {
     /// [`StoreError::Conflict`] (two creates raced: the caller reads the winner).
     pub fn insert_share(&self, s: &ShareRow) -> Result<()> {
         self.writer()
-            .execute(
-                &format!("INSERT INTO shares ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![
-                    s.id,
-                    s.user_id,
-                    s.session_id,
-                    s.vm_id,
-                    s.port,
-                    s.is_public,
-                    s.token,
-                    s.listen_port,
-                    to_millis(s.created_at),
-                    s.revoked_at.map(to_millis)
-                ],
-            )
+            .prepare_cached(&format!(
+                "INSERT INTO shares ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))?
+            .execute(params![
+                s.id,
+                s.user_id,
+                s.session_id,
+                s.vm_id,
+                s.port,
+                s.is_public,
+                s.token,
+                s.listen_port,
+                to_millis(s.created_at),
+                s.revoked_at.map(to_millis)
+            ])
             .map_err(|e| conflict_or(e, "a live share for this VM and port"))?;
         Ok(())
     }
@@ -102,18 +102,24 @@ impl Store {
     }
 
     pub fn set_share_public(&self, id: &str, is_public: bool) -> Result<bool> {
-        Ok(self.writer().execute(
-            "UPDATE shares SET is_public = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, is_public],
-        )? == 1)
+        Ok(self
+            .writer()
+            .prepare_cached(
+                "UPDATE shares SET is_public = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![id, is_public])?
+            == 1)
     }
 
     /// Revoke; false when it was revoked already.
     pub fn revoke_share(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        Ok(self.writer().execute(
-            "UPDATE shares SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, to_millis(at)],
-        )? == 1)
+        Ok(self
+            .writer()
+            .prepare_cached(
+                "UPDATE shares SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![id, to_millis(at)])?
+            == 1)
     }
 
     /// Shares whose proxy port is still held.
@@ -128,10 +134,9 @@ impl Store {
 
     /// Give a share's proxy port back (the share stays, unreachable).
     pub fn release_share_port(&self, id: &str) -> Result<()> {
-        self.writer().execute(
-            "UPDATE shares SET listen_port = NULL WHERE id = ?1",
-            params![id],
-        )?;
+        self.writer()
+            .prepare_cached("UPDATE shares SET listen_port = NULL WHERE id = ?1")?
+            .execute(params![id])?;
         Ok(())
     }
 }

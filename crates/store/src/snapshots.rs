@@ -20,18 +20,19 @@ impl Store {
     pub fn save_snapshot(&self, snap: &SnapshotRow) -> Result<()> {
         let r = &snap.record;
         let record = serde_json::to_string(r).map_err(|e| StoreError::Encode(e.to_string()))?;
-        self.writer().execute(
-            "INSERT INTO snapshots (id, user_id, status, created_at, record)
+        self.writer()
+            .prepare_cached(
+                "INSERT INTO snapshots (id, user_id, status, created_at, record)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE SET status = ?3, record = ?5",
-            params![
+            )?
+            .execute(params![
                 r.id,
                 snap.user_id,
                 r.status.as_str(),
                 to_millis(r.created_at),
                 record
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 

@@ -34,18 +34,18 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<SshKeyRecord> {
         let conn = self.writer();
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO ssh_keys (user_id, key_type, public_key, fingerprint, comment, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                user_id,
-                key.key_type,
-                key.public_key,
-                key.fingerprint,
-                key.comment,
-                to_millis(now)
-            ],
-        )
+        )?
+        .execute(params![
+            user_id,
+            key.key_type,
+            key.public_key,
+            key.fingerprint,
+            key.comment,
+            to_millis(now)
+        ])
         .map_err(|e| conflict_or(e, &format!("SSH key {}", key.fingerprint)))?;
         Ok(SshKeyRecord {
             id: conn.last_insert_rowid(),
@@ -87,10 +87,10 @@ impl Store {
 
     /// Delete a key; false when the user has no such key.
     pub fn delete_ssh_key(&self, user_id: i64, id: i64) -> Result<bool> {
-        let changed = self.writer().execute(
-            "DELETE FROM ssh_keys WHERE user_id = ?1 AND id = ?2",
-            [user_id, id],
-        )?;
+        let changed = self
+            .writer()
+            .prepare_cached("DELETE FROM ssh_keys WHERE user_id = ?1 AND id = ?2")?
+            .execute([user_id, id])?;
         Ok(changed > 0)
     }
 }

@@ -37,10 +37,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<UserRecord> {
         let conn = self.writer();
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO users (email, name, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![email, name, is_admin, to_millis(now)],
-        )
+        )?
+        .execute(params![email, name, is_admin, to_millis(now)])
         .map_err(|e| conflict_or(e, &format!("a user with email {email}")))?;
         let id = conn.last_insert_rowid();
         Ok(UserRecord {
@@ -62,10 +62,10 @@ impl Store {
     ) -> Result<(UserRecord, ApiKeyRecord)> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO users (email, name, is_admin, created_at) VALUES (?1, ?2, 0, ?3)",
-            params![email, name, to_millis(now)],
-        )
+        )?
+        .execute(params![email, name, to_millis(now)])
         .map_err(|e| conflict_or(e, &format!("a user with email {email}")))?;
         let user_id = tx.last_insert_rowid();
         let key = insert_key(&tx, user_id, key, now)?;
@@ -176,12 +176,13 @@ impl Store {
     ) -> Result<Option<ApiKeyRecord>> {
         {
             let conn = self.writer();
-            let changed = conn.execute(
-                "UPDATE api_keys SET description = COALESCE(?3, description),
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE api_keys SET description = COALESCE(?3, description),
                                      is_active = COALESCE(?4, is_active)
                  WHERE user_id = ?1 AND id = ?2",
-                params![user_id, id, description, is_active],
-            )?;
+                )?
+                .execute(params![user_id, id, description, is_active])?;
             if changed == 0 {
                 return Ok(None);
             }
@@ -191,10 +192,10 @@ impl Store {
 
     /// Delete a key; false when the user has no such key.
     pub fn delete_api_key(&self, user_id: i64, id: i64) -> Result<bool> {
-        let changed = self.writer().execute(
-            "DELETE FROM api_keys WHERE user_id = ?1 AND id = ?2",
-            [user_id, id],
-        )?;
+        let changed = self
+            .writer()
+            .prepare_cached("DELETE FROM api_keys WHERE user_id = ?1 AND id = ?2")?
+            .execute([user_id, id])?;
         Ok(changed > 0)
     }
 }
@@ -212,17 +213,17 @@ fn insert_key(
     key: &NewApiKey<'_>,
     now: DateTime<Utc>,
 ) -> Result<ApiKeyRecord> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO api_keys (user_id, key_hash, prefix, description, is_active, created_at)
          VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-        params![
-            user_id,
-            key.hash,
-            key.prefix,
-            key.description,
-            to_millis(now)
-        ],
-    )
+    )?
+    .execute(params![
+        user_id,
+        key.hash,
+        key.prefix,
+        key.description,
+        to_millis(now)
+    ])
     .map_err(|e| conflict_or(e, "an API key with this hash"))?;
     Ok(ApiKeyRecord {
         id: conn.last_insert_rowid(),

@@ -25,22 +25,22 @@ fn write_vm(conn: &Connection, vm: &VmRow) -> Result<()> {
     let r = &vm.record;
     let record = serde_json::to_string(r).map_err(|e| StoreError::Encode(e.to_string()))?;
     let env = serde_json::to_string(&vm.env).map_err(|e| StoreError::Encode(e.to_string()))?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO vms (id, user_id, session_id, sandbox_id, status, created_at, record, env)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (id) DO UPDATE SET session_id = ?3, sandbox_id = ?4, status = ?5,
              record = ?7, env = ?8",
-        params![
-            r.vm_id,
-            vm.user_id,
-            r.session_id,
-            vm.sandbox_id,
-            r.status.as_str(),
-            to_millis(r.created_at),
-            record,
-            env
-        ],
-    )?;
+    )?
+    .execute(params![
+        r.vm_id,
+        vm.user_id,
+        r.session_id,
+        vm.sandbox_id,
+        r.status.as_str(),
+        to_millis(r.created_at),
+        record,
+        env
+    ])?;
     Ok(())
 }
 
@@ -52,14 +52,14 @@ pub(crate) fn terminate_session_vm(
     at: DateTime<Utc>,
 ) -> Result<()> {
     let at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE vms SET status = 'terminated', sandbox_id = NULL,
              record = json_set(record, '$.status', 'terminated', '$.ended_at', ?2,
                                '$.end_reason', ?3)
          WHERE id = (SELECT vm_id FROM sessions WHERE id = ?1)
            AND status IN ('creating', 'active', 'suspended')",
-        params![session_id, at, reason],
-    )?;
+    )?
+    .execute(params![session_id, at, reason])?;
     Ok(())
 }
 
@@ -130,11 +130,10 @@ impl Store {
         let sandbox = vm.sandbox_id.as_deref().unwrap_or_default();
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let changed = tx.execute(
+        let changed = tx.prepare_cached(
             "UPDATE sessions SET vm_id = ?2, sandbox_id = ?3, status = 'active', end_reason = NULL,
                  ended_at = NULL, expires_at = ?4
-             WHERE id = ?1",
-            params![
+             WHERE id = ?1")?.execute(params![
                 vm.record.session_id,
                 vm.record.vm_id,
                 sandbox,
@@ -157,10 +156,11 @@ impl Store {
     pub fn suspend_vm(&self, vm: &VmRow) -> Result<bool> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE sessions SET status = 'suspended' WHERE id = ?1 AND status = 'active'",
-            [&vm.record.session_id],
-        )?;
+        let changed = tx
+            .prepare_cached(
+                "UPDATE sessions SET status = 'suspended' WHERE id = ?1 AND status = 'active'",
+            )?
+            .execute([&vm.record.session_id])?;
         if changed == 0 {
             return Ok(false);
         }
@@ -171,10 +171,9 @@ impl Store {
 
     /// Move a session's expiry (a lifetime extended for an auto-suspend).
     pub fn set_session_expiry(&self, session_id: &str, expires_at: DateTime<Utc>) -> Result<()> {
-        self.writer().execute(
-            "UPDATE sessions SET expires_at = ?2 WHERE id = ?1",
-            params![session_id, to_millis(expires_at)],
-        )?;
+        self.writer()
+            .prepare_cached("UPDATE sessions SET expires_at = ?2 WHERE id = ?1")?
+            .execute(params![session_id, to_millis(expires_at)])?;
         Ok(())
     }
 

@@ -2,9 +2,12 @@
 -- change itself (the outbox pattern: webhooks, tapes and metrics read from here, and no code
 -- path can change state without its event). Who acted comes from functions the store registers
 -- on its connections (instavm_actor_type/id, instavm_request_id), set per call by the server.
+-- `seq` is the position in the log (the next one is MAX + 1: no AUTOINCREMENT bookkeeping, and
+-- events are never deleted from the newest end); the public id carries it, so looking an event
+-- up by id needs no index of its own. One index: users read their own events.
 CREATE TABLE events (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    id            TEXT NOT NULL UNIQUE,
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL,
     created_at    INTEGER NOT NULL,
     user_id       INTEGER,
     event_group   TEXT NOT NULL,
@@ -21,31 +24,31 @@ CREATE TABLE events (
     error_message TEXT
 );
 CREATE INDEX events_user ON events(user_id, seq);
-CREATE INDEX events_vm ON events(vm_id, seq);
-CREATE INDEX events_session ON events(session_id, seq);
 
 -- Users and keys.
 CREATE TRIGGER events_user_created AFTER INSERT ON users BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, resource_type,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
         resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.id, 'user', 'user.created', 'success', 'user', CAST(NEW.id AS TEXT),
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('email', NEW.email, 'is_admin', json(CASE WHEN NEW.is_admin THEN 'true' ELSE 'false' END)));
+        json_object('email', NEW.email, 'is_admin', json(CASE WHEN NEW.is_admin THEN 'true' ELSE 'false' END))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_api_key_created AFTER INSERT ON api_keys BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, resource_type,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
         resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'api_key', 'api_key.created', 'success', 'api_key', CAST(NEW.id AS TEXT),
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('prefix', NEW.prefix, 'description', NEW.description));
+        json_object('prefix', NEW.prefix, 'description', NEW.description)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_api_key_changed AFTER UPDATE ON api_keys
 WHEN OLD.is_active IS NOT NEW.is_active OR OLD.description IS NOT NEW.description BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, resource_type,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
         resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'api_key',
         CASE WHEN OLD.is_active AND NOT NEW.is_active THEN 'api_key.revoked'
              WHEN NOT OLD.is_active AND NEW.is_active THEN 'api_key.activated'
@@ -53,79 +56,87 @@ WHEN OLD.is_active IS NOT NEW.is_active OR OLD.description IS NOT NEW.descriptio
         'success', 'api_key', CAST(NEW.id AS TEXT),
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
         json_object('prefix', NEW.prefix, 'description', NEW.description,
-            'is_active', json(CASE WHEN NEW.is_active THEN 'true' ELSE 'false' END)));
+            'is_active', json(CASE WHEN NEW.is_active THEN 'true' ELSE 'false' END))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_api_key_deleted AFTER DELETE ON api_keys BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, resource_type,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
         resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         OLD.user_id, 'api_key', 'api_key.deleted', 'success', 'api_key', CAST(OLD.id AS TEXT),
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('prefix', OLD.prefix));
+        json_object('prefix', OLD.prefix)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_ssh_key_added AFTER INSERT ON ssh_keys BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, resource_type,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
         resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'ssh_key', 'ssh_key.added', 'success', 'ssh_key', CAST(NEW.id AS TEXT),
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('fingerprint', NEW.fingerprint, 'key_type', NEW.key_type, 'comment', NEW.comment));
+        json_object('fingerprint', NEW.fingerprint, 'key_type', NEW.key_type, 'comment', NEW.comment)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_ssh_key_removed AFTER DELETE ON ssh_keys BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, resource_type,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
         resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         OLD.user_id, 'ssh_key', 'ssh_key.removed', 'success', 'ssh_key', CAST(OLD.id AS TEXT),
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('fingerprint', OLD.fingerprint));
+        json_object('fingerprint', OLD.fingerprint)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 
 -- Sessions.
 CREATE TRIGGER events_session_started AFTER INSERT ON sessions BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'session', 'session.started', 'success', NEW.vm_id, NEW.id, 'session', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
         json_object('memory_mb', NEW.memory_mb, 'vcpu_count', NEW.vcpu_count,
-            'lifetime_seconds', NEW.lifetime_seconds));
+            'lifetime_seconds', NEW.lifetime_seconds)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_session_status AFTER UPDATE OF status ON sessions
 WHEN OLD.status IS NOT NEW.status BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'session',
         CASE WHEN NEW.status = 'active' THEN 'session.resumed' ELSE 'session.' || NEW.status END,
         'success', NEW.vm_id, NEW.id, 'session', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('from', OLD.status, 'reason', NEW.end_reason));
+        json_object('from', OLD.status, 'reason', NEW.end_reason)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 
 -- VMs: the record is JSON; the columns beside it are kept in step by every write.
 CREATE TRIGGER events_vm_created AFTER INSERT ON vms BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'vm', 'vm.created', 'success', NEW.id, NEW.session_id, 'vm', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
         json_object('status', NEW.status,
             'memory_mb', json_extract(NEW.record, '$.memory_mb'),
             'vcpu_count', json_extract(NEW.record, '$.vcpu_count'),
-            'snapshot_id', json_extract(NEW.record, '$.snapshot_id')));
+            'snapshot_id', json_extract(NEW.record, '$.snapshot_id'))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_vm_status AFTER UPDATE OF status ON vms
 WHEN OLD.status IS NOT NEW.status BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload, error_message)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'vm', 'vm.' || NEW.status,
         CASE WHEN NEW.status = 'failed' THEN 'failure' ELSE 'success' END,
         NEW.id, NEW.session_id, 'vm', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
         json_object('from', OLD.status, 'reason', json_extract(NEW.record, '$.end_reason'),
             'resumed_vm_id', json_extract(NEW.record, '$.resumed_vm_id')),
-        CASE WHEN NEW.status = 'failed' THEN json_extract(NEW.record, '$.end_reason') END);
+        CASE WHEN NEW.status = 'failed' THEN json_extract(NEW.record, '$.end_reason') END
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_vm_updated AFTER UPDATE OF record ON vms
 WHEN OLD.status IS NEW.status AND (
@@ -135,9 +146,9 @@ WHEN OLD.status IS NEW.status AND (
     OR json_extract(OLD.record, '$.snapshot_on_terminate') IS NOT json_extract(NEW.record, '$.snapshot_on_terminate')
     OR json_extract(OLD.record, '$.snapshot_name') IS NOT json_extract(NEW.record, '$.snapshot_name')
     OR json_extract(OLD.record, '$.vault_ids') IS NOT json_extract(NEW.record, '$.vault_ids')) BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'vm', 'vm.updated', 'success', NEW.id, NEW.session_id, 'vm', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
         json_object('memory_mb', json_extract(NEW.record, '$.memory_mb'),
@@ -145,62 +156,69 @@ WHEN OLD.status IS NEW.status AND (
             'auto_resume', json_extract(NEW.record, '$.auto_resume'),
             'snapshot_on_terminate', json_extract(NEW.record, '$.snapshot_on_terminate'),
             'snapshot_name', json_extract(NEW.record, '$.snapshot_name'),
-            'vault_ids', json_extract(NEW.record, '$.vault_ids')));
+            'vault_ids', json_extract(NEW.record, '$.vault_ids'))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 
 -- Snapshots.
 CREATE TRIGGER events_snapshot_created AFTER INSERT ON snapshots BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'snapshot', 'snapshot.created', 'success', json_extract(NEW.record, '$.vm_id'),
         'snapshot', NEW.id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('name', json_extract(NEW.record, '$.name'), 'status', NEW.status));
+        json_object('name', json_extract(NEW.record, '$.name'), 'status', NEW.status)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_snapshot_status AFTER UPDATE OF status ON snapshots
 WHEN OLD.status IS NOT NEW.status BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'snapshot', 'snapshot.' || NEW.status,
         CASE WHEN NEW.status IN ('failed', 'error') THEN 'failure' ELSE 'success' END,
         json_extract(NEW.record, '$.vm_id'), 'snapshot', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('name', json_extract(NEW.record, '$.name'), 'from', OLD.status));
+        json_object('name', json_extract(NEW.record, '$.name'), 'from', OLD.status)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_snapshot_deleted AFTER DELETE ON snapshots BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         OLD.user_id, 'snapshot', 'snapshot.deleted', 'success', json_extract(OLD.record, '$.vm_id'),
         'snapshot', OLD.id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('name', json_extract(OLD.record, '$.name')));
+        json_object('name', json_extract(OLD.record, '$.name'))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 
 -- Shares.
 CREATE TRIGGER events_share_created AFTER INSERT ON shares BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'share', 'share.created', 'success', NEW.vm_id, NEW.session_id, 'share', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('port', NEW.port, 'is_public', json(CASE WHEN NEW.is_public THEN 'true' ELSE 'false' END)));
+        json_object('port', NEW.port, 'is_public', json(CASE WHEN NEW.is_public THEN 'true' ELSE 'false' END))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_share_visibility AFTER UPDATE OF is_public ON shares
 WHEN OLD.is_public IS NOT NEW.is_public BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'share', 'share.visibility_changed', 'success', NEW.vm_id, NEW.session_id, 'share', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('port', NEW.port, 'is_public', json(CASE WHEN NEW.is_public THEN 'true' ELSE 'false' END)));
+        json_object('port', NEW.port, 'is_public', json(CASE WHEN NEW.is_public THEN 'true' ELSE 'false' END))
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
 CREATE TRIGGER events_share_revoked AFTER UPDATE OF revoked_at ON shares
 WHEN OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL BEGIN
-    INSERT INTO events (id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
         resource_type, resource_id, actor_type, actor_id, request_id, payload)
-    VALUES ('evt_' || lower(hex(randomblob(12))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
         NEW.user_id, 'share', 'share.revoked', 'success', NEW.vm_id, NEW.session_id, 'share', NEW.id,
         instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
-        json_object('port', NEW.port));
+        json_object('port', NEW.port)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;

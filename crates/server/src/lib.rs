@@ -16,6 +16,7 @@ mod extract;
 mod gate;
 mod json_body;
 pub mod lifecycle;
+mod metrics;
 mod routes;
 mod serve;
 mod sessions;

@@ -446,13 +446,20 @@ fn refuse(status: u16, message: impl Into<String>) -> Route {
 #[async_trait]
 impl ShareDirectory for Directory {
     async fn route(&self, req: ShareRequest<'_>) -> Route {
-        match self.try_route(req).await {
+        let route = match self.try_route(req).await {
             Ok(route) => route,
             Err(e) => {
                 tracing::error!(error = %e, "share proxy: routing a request failed");
                 refuse(500, "The share proxy could not look this share up.")
             }
-        }
+        };
+        let outcome = match &route {
+            Route::Forward { .. } => "forwarded".to_owned(),
+            Route::OpenLink { .. } => "access_link".to_owned(),
+            Route::Refuse { status, .. } => status.to_string(),
+        };
+        self.state.metrics().count_share_request(&outcome);
+        route
     }
 }
 

@@ -35,6 +35,7 @@ struct Shared {
     ssh_host: std::sync::OnceLock<String>,
     /// The share proxy, once it runs.
     shares: std::sync::OnceLock<Arc<crate::shares::SharePlane>>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -85,6 +86,7 @@ impl AppState {
                 spooled: Mutex::new(HashMap::new()),
                 ssh_host: std::sync::OnceLock::new(),
                 shares: std::sync::OnceLock::new(),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }
@@ -112,6 +114,10 @@ impl AppState {
 
     pub fn ssh_host(&self) -> Option<String> {
         self.inner.ssh_host.get().cloned()
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// Set once, when the share proxy starts.

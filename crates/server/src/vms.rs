@@ -185,8 +185,14 @@ async fn boot(
         spec.lifetime += EXPIRY_GRACE;
     }
     let started = std::time::Instant::now();
+    let from_snapshot = spec.from_snapshot.is_some();
     let sandbox = match state.runtime().create(spec).await {
-        Ok(sandbox) => sandbox,
+        Ok(sandbox) => {
+            state
+                .metrics()
+                .observe_sandbox_start(started.elapsed(), from_snapshot);
+            sandbox
+        }
         Err(err) => {
             let err = ApiError::from(err);
             fail(state, row, &err).await;

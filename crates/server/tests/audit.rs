@@ -291,3 +291,38 @@ async fn pages_follow_the_cursor_to_older_events_without_gaps() {
         "{cat}"
     );
 }
+
+#[tokio::test]
+async fn metrics_for_the_admin_only() {
+    let api = api(true).await;
+    let key = api.user("a@example.com").await;
+    let vm = api.vm(&key).await;
+    api.post(
+        "/v1/shares",
+        &key,
+        json!({"port": 80, "vm_id": vm["vm_id"]}),
+    )
+    .await;
+    let (s, b) = api.call(Method::GET, "/metrics", &key, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let req = Request::builder()
+        .uri("/metrics")
+        .header("x-api-key", ADMIN_KEY)
+        .body(Body::empty())
+        .unwrap();
+    let res = api.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for want in [
+        r#"instavm_http_requests_total{method="POST",route="/v1/vms",status="200"} 1"#,
+        r#"instavm_vms{state="active"} 1"#,
+        r#"instavm_sandbox_start_duration_seconds_count{kind="fresh"} 1"#,
+        "instavm_http_request_duration_seconds_bucket{",
+        "instavm_audit_events ",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // Raw paths (with ids) never become labels.
+    assert!(!text.contains(vm["vm_id"].as_str().unwrap()));
+}

@@ -199,6 +199,12 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    pub fn count_events(&self) -> Result<i64> {
+        Ok(self
+            .reader()
+            .query_row("SELECT IFNULL(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// The event with this id (`evt_<seq in hex>_<random>`).
     pub fn get_event(&self, id: &str) -> Result<Option<EventRow>> {
         let seq = id

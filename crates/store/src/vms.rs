@@ -103,6 +103,14 @@ impl VmRow {
 }
 
 impl Store {
+    /// How many VM records there are in each status.
+    pub fn count_vms_by_status(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM vms GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Write a VM record (insert or replace).
     pub fn save_vm(&self, vm: &VmRow) -> Result<()> {
         write_vm(&self.writer(), vm)

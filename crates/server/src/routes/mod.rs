@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(crate::metrics::serve))
         // Sessions (spec §1).
         .route("/v1/sessions/session", post(sessions::start))
         .route("/v1/sessions/session/{session_id}", get(sessions::info))
@@ -86,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.
         .layer(axum::middleware::from_fn(crate::audit::scope_request))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(

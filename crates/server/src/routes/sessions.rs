@@ -78,7 +78,11 @@ async fn create(
 ) -> ApiResult<SessionRecord> {
     let lifetime = spec.lifetime;
     let (memory_mb, vcpu_count) = (spec.memory_mb, spec.vcpu_count);
+    let started = std::time::Instant::now();
     let sandbox = state.runtime().create(spec).await?;
+    state
+        .metrics()
+        .observe_sandbox_start(started.elapsed(), false);
     let rec = SessionRecord {
         id: uuid::Uuid::new_v4().to_string(),
         user_id,

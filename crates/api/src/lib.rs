@@ -13,6 +13,7 @@ mod pty;
 mod sessions;
 mod users;
 mod vms;
+mod volumes;
 
 pub use error::*;
 pub use exec::*;
@@ -22,6 +23,7 @@ pub use pty::*;
 pub use sessions::*;
 pub use users::*;
 pub use vms::*;
+pub use volumes::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -14,15 +14,19 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod volumes;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vm_tests;
+#[cfg(test)]
+mod volume_tests;
 
 pub use records::*;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
+pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;

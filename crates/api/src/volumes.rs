@@ -17,8 +17,6 @@ pub struct VolumeRecord {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// `subvolume` (btrfs, quota enforced by a qgroup) or `tmpfs` (the memory-backed fallback).
-    pub storage: String,
 }
 
 /// `POST /v1/volumes`. Unknown keys are ignored.

@@ -10,6 +10,7 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod volumes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -76,6 +77,8 @@ pub fn app(state: AppState) -> Router {
         // VMs (spec §6) and snapshots (§7).
         .merge(vms::router())
         .merge(snapshots::router())
+        // Volumes (§16) and their mounts in VMs (§6.12 to §6.14).
+        .merge(volumes::router(limits.max_upload_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -154,6 +154,9 @@ pub async fn purge(mut config: NsConfig) -> Result<()> {
     }
     let inner = rt.inner.clone();
     blocking(move || {
+        for (vol, _) in inner.volumes.list() {
+            let _ = inner.volumes.delete(&vol);
+        }
         inner.layers.unmount();
         inner.cgroups.remove_instance();
         Ok(())

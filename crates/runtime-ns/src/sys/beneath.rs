@@ -35,8 +35,14 @@ pub fn open_beneath(
     no_symlinks: bool,
 ) -> io::Result<OwnedFd> {
     let p = cstr(path)?;
+    // openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
+    let extra = if flags & libc::O_PATH != 0 {
+        libc::O_CLOEXEC
+    } else {
+        libc::O_CLOEXEC | libc::O_NOCTTY
+    };
     let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        flags: (flags | extra) as u64,
         mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
             u64::from(mode)
         } else {

@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::snapshots::SnapshotCommand>,
     },
+    /// Volumes: persistent storage with checkpoints, mounted into VMs.
+    #[command(alias = "volumes")]
+    Volume {
+        #[command(subcommand)]
+        command: Option<commands::volumes::VolumeCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +110,8 @@ fn main() -> ExitCode {
         Some(Command::Vm { command: Some(c) }) => block_on(commands::vms::run(c)),
         Some(Command::Snapshot { command: None }) => group_help("snapshot"),
         Some(Command::Snapshot { command: Some(c) }) => block_on(commands::snapshots::run(c)),
+        Some(Command::Volume { command: None }) => group_help("volume"),
+        Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,7 @@
 mod error;
 mod pty;
 mod vms;
+mod volumes;
 
 pub use error::Error;
 pub use instavm_api::*;

@@ -10,6 +10,7 @@ pub mod pty;
 pub mod server;
 pub mod snapshots;
 pub mod vms;
+pub mod volumes;
 pub mod whoami;
 
 use crate::config::{self, Overrides, Settings};

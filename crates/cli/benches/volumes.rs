@@ -129,7 +129,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let local = dir.path().join("big.bin");
         let bytes = TRANSFER_MIB << 20;
-        let data: Vec<u8> = (0..bytes).map(|i| (i * 2654435761 >> 13) as u8).collect();
+        let data: Vec<u8> = (0..bytes).map(|i| ((i * 2654435761) >> 13) as u8).collect();
         std::fs::write(&local, &data).expect("write local file");
         let vol = client
             .create_volume("transfer", 2 << 30)

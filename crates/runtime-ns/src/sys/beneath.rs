@@ -99,13 +99,12 @@ pub fn rename_in(dir: &impl AsRawFd, from: &str, to: &str, replace: bool) -> io:
 /// Remove the entry `name` of `dir`: a file or symlink, or an empty directory.
 pub fn unlink_at(dir: &impl AsRawFd, name: &str) -> io::Result<()> {
     let n = cstr(name)?;
-    // SAFETY: `n` is a valid C string.
-    match check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }) {
-        // SAFETY: as above.
-        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-            check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), libc::AT_REMOVEDIR) })
-                .map(drop)
-        }
-        other => other.map(drop),
+    let unlink = |flags| {
+        // SAFETY: `n` is a valid C string that outlives the call; unlinkat only reads it.
+        check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), flags) }).map(drop)
+    };
+    match unlink(0) {
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => unlink(libc::AT_REMOVEDIR),
+        other => other,
     }
 }

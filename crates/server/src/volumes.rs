@@ -467,8 +467,12 @@ pub async fn plan_all(
         )));
     }
     let mut out: Vec<PlannedMount> = Vec::new();
-    for spec in specs {
-        let p = plan(state, user_id, spec).await?;
+    for (i, spec) in specs.iter().enumerate() {
+        // Name the entry in what is wrong with its input.
+        let p = plan(state, user_id, spec).await.map_err(|e| match e {
+            ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("volumes[{i}]: {m}")),
+            other => other,
+        })?;
         if out.iter().any(|o| o.mount_path == p.mount_path) {
             return Err(ApiError::Unprocessable(format!(
                 "two volumes at {}",

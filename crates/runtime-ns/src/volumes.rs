@@ -252,12 +252,8 @@ pub async fn write(
     .await;
     drop(out);
     if let Err((ours, e)) = copied {
-        let i = inner.clone();
-        crate::blocking(move || {
-            i.volumes.abort_upload(up);
-            Ok(())
-        })
-        .await?;
+        // Dropping the upload removes its temporary file.
+        drop(up);
         return Err(match e.raw_os_error() {
             Some(libc::EDQUOT) | Some(libc::ENOSPC) => {
                 RuntimeError::QuotaExceeded(format!("writing {checked}"))

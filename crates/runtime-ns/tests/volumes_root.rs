@@ -216,6 +216,24 @@ async fn files_api_stays_inside_the_volume() {
         .is_err());
     assert!(!std::path::Path::new("/etc/instavm-escape").exists());
 
+    // A client that breaks off mid-upload: an error, and no temporary file stays behind.
+    let broken: ByteReader = Box::pin(tokio::io::AsyncReadExt::chain(
+        std::io::Cursor::new(vec![1u8; 100_000]),
+        BrokenReader,
+    ));
+    assert!(env
+        .rt
+        .volume_write(&v, "partial.bin", broken, true)
+        .await
+        .is_err());
+    let out = env
+        .sh(
+            &sb.id,
+            "ls -A /v | grep -c instavm-upload; test -e /v/partial.bin || echo none",
+        )
+        .await;
+    assert_eq!(out.stdout, "0\nnone\n", "{out:?}");
+
     // Past the quota: QuotaExceeded, and the old file is intact, no temp file left.
     let big = vec![7u8; 8 << 20];
     assert!(matches!(
@@ -252,4 +270,17 @@ async fn files_api_stays_inside_the_volume() {
     assert_eq!(out.stdout, "0\nok\n", "{out:?}");
     tokio::time::sleep(Duration::from_millis(10)).await;
     env.finish().await;
+}
+
+/// A request body that fails half-way (the client went away).
+struct BrokenReader;
+
+impl tokio::io::AsyncRead for BrokenReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("connection reset")))
+    }
 }

@@ -43,13 +43,17 @@ fn runtime_checkpoint(id: &str) -> ApiResult<CheckpointId> {
 }
 
 pub fn check_name(name: &str) -> ApiResult<()> {
+    check_label("volume name", name)
+}
+
+fn check_label(what: &str, name: &str) -> ApiResult<()> {
     if name.trim().is_empty()
         || name.len() > MAX_NAME_BYTES
         || name.contains(['\0', '/'])
         || name.chars().any(char::is_control)
     {
         return Err(ApiError::Unprocessable(format!(
-            "volume name must be 1 to {MAX_NAME_BYTES} bytes, without '/' or control characters, got {name:?}"
+            "{what} must be 1 to {MAX_NAME_BYTES} bytes, without '/' or control characters, got {name:?}"
         )));
     }
     Ok(())
@@ -276,7 +280,7 @@ pub async fn checkpoint(
     name: Option<String>,
 ) -> ApiResult<CheckpointRow> {
     if let Some(n) = &name {
-        check_name(n)?;
+        check_label("checkpoint name", n)?;
     }
     let id = new_id("ckpt");
     let started = std::time::Instant::now();

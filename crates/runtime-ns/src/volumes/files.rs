@@ -38,13 +38,24 @@ fn path_error(path: &str) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
     }
 }
 
-/// An upload being written: the temporary file and where it goes.
+/// An upload being written: the temporary file and where it goes. Dropped before it is
+/// finished (an error, or a client that hung up and took the request future with it), it
+/// removes its temporary file, which would otherwise hold quota unseen.
 pub struct Upload {
     pub file: File,
     parent: OwnedFd,
     temp: String,
     name: String,
     path: String,
+    placed: bool,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = unlink_at(&self.parent, &self.temp);
+        }
+    }
 }
 
 impl Volumes {
@@ -102,12 +113,13 @@ impl Volumes {
             temp,
             name,
             path: path.to_owned(),
+            placed: false,
         })
     }
 
     /// Make the upload durable and put it in place (atomically; without `overwrite` a file
     /// that appeared meanwhile is not replaced). On any error the temporary file goes.
-    pub fn finish_upload(&self, up: Upload, overwrite: bool) -> Result<VolumeFileInfo> {
+    pub fn finish_upload(&self, mut up: Upload, overwrite: bool) -> Result<VolumeFileInfo> {
         let done = (|| {
             up.file.sync_all()?;
             let meta = up.file.metadata()?;
@@ -115,23 +127,20 @@ impl Volumes {
             Ok::<_, io::Error>(meta)
         })();
         match done {
-            Ok(meta) => Ok(VolumeFileInfo {
-                path: up.path,
-                size: meta.len(),
-                modified: meta.mtime(),
-            }),
-            Err(e) => {
-                let _ = unlink_at(&up.parent, &up.temp);
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    return Err(RuntimeError::AlreadyExists(up.path));
-                }
-                Err(path_error(&up.path)(e))
+            Ok(meta) => {
+                up.placed = true;
+                Ok(VolumeFileInfo {
+                    path: up.path.clone(),
+                    size: meta.len(),
+                    modified: meta.mtime(),
+                })
             }
+            // Dropping `up` removes the temporary file.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                Err(RuntimeError::AlreadyExists(up.path.clone()))
+            }
+            Err(e) => Err(path_error(&up.path)(e)),
         }
-    }
-
-    pub fn abort_upload(&self, up: Upload) {
-        let _ = unlink_at(&up.parent, &up.temp);
     }
 
     /// Open a regular file for reading (symlinks that stay inside the volume are followed).

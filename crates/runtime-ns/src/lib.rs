@@ -154,8 +154,12 @@ pub async fn purge(mut config: NsConfig) -> Result<()> {
     }
     let inner = rt.inner.clone();
     blocking(move || {
-        for (vol, _) in inner.volumes.list() {
-            let _ = inner.volumes.delete(&vol);
+        // btrfs volumes stay in the image (unmounting the store releases them); tmpfs ones
+        // are mounts of their own, whose data goes with them.
+        if inner.layers.backend() == LayerBackend::Tmpfs {
+            for (vol, _) in inner.volumes.list() {
+                let _ = inner.volumes.delete(&vol);
+            }
         }
         inner.layers.unmount();
         inner.cgroups.remove_instance();

@@ -251,7 +251,7 @@ fn holders(mounts: &[MountRow]) -> String {
 
 pub async fn delete(state: &AppState, row: VolumeRow) -> ApiResult<()> {
     let id = row.id.clone();
-    let live = state.db(move |s| s.live_mounts_of_volume(&id)).await?;
+    let live = state.db(move |s| s.delete_unmounted_volume(&id)).await?;
     if !live.is_empty() {
         return Err(ApiError::Conflict(format!(
             "volume {} is mounted by {}; unmount it first",
@@ -259,8 +259,6 @@ pub async fn delete(state: &AppState, row: VolumeRow) -> ApiResult<()> {
             holders(&live)
         )));
     }
-    let id = row.id.clone();
-    state.db(move |s| s.delete_volume(&id)).await?;
     match state
         .runtime()
         .volume_delete(&runtime_volume(&row.id)?)
@@ -563,6 +561,7 @@ pub async fn attach(
     match state.db(move |s| s.add_mount(&saved)).await? {
         Ok(()) => {}
         Err(MountRefused::HeldBy(vm)) => return Err(held_by(&p.volume.id, &vm)),
+        Err(MountRefused::VolumeGone) => return Err(ApiError::NotFound(NOT_FOUND.into())),
         Err(MountRefused::PathTaken) => {
             return Err(ApiError::Conflict(format!(
                 "VM {vm_id} has a volume mounted at {} already",

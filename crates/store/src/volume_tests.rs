@@ -112,7 +112,17 @@ fn volumes_checkpoints_and_mounts() {
             ("vol_b".to_owned(), vec![])
         ]
     );
+    // Mounted by a VM that is up: not deleted; the blocking mount is answered.
+    assert_eq!(store.delete_unmounted_volume("vol_a").unwrap().len(), 2);
     assert!(store.delete_volume("vol_a").unwrap());
+    assert_eq!(
+        store
+            .add_mount(&mount("vm_2", "vol_a", "/again", "ro"))
+            .unwrap(),
+        Err(MountRefused::VolumeGone)
+    );
+    assert!(store.delete_unmounted_volume("vol_b").unwrap().is_empty());
+    assert!(store.list_user_volumes(u.id).unwrap().is_empty());
     assert!(store.mounts_of_vm("vm_1").unwrap().is_empty());
     assert!(store.list_checkpoints("vol_a").unwrap().is_empty());
 }

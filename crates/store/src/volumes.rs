@@ -94,6 +94,8 @@ pub enum MountRefused {
     HeldBy(String),
     /// The VM has something mounted at this path already.
     PathTaken,
+    /// The volume was deleted meanwhile.
+    VolumeGone,
 }
 
 impl Store {
@@ -206,6 +208,27 @@ impl Store {
             > 0)
     }
 
+    /// Delete a volume unless a VM that is up mounts it, in one transaction (a mount racing
+    /// with the delete either comes first and blocks it, or finds the volume gone). Answers
+    /// the mounts that block it; empty when it was deleted (or did not exist).
+    pub fn delete_unmounted_volume(&self, id: &str) -> Result<Vec<MountRow>> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let live = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {MOUNT_COLUMNS} FROM vm_mounts m JOIN vms v ON v.id = m.vm_id
+                 WHERE m.volume_id = ?1 AND v.status IN {HOLDING} ORDER BY m.created_at"
+            ))?;
+            let rows = stmt.query_map([id], mount_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        if live.is_empty() {
+            tx.execute("DELETE FROM volumes WHERE id = ?1", [id])?;
+            tx.commit()?;
+        }
+        Ok(live)
+    }
+
     pub fn insert_checkpoint(&self, c: &CheckpointRow) -> Result<()> {
         self.writer().execute(
             &format!("INSERT INTO volume_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -256,6 +279,14 @@ impl Store {
     pub fn add_mount(&self, m: &MountRow) -> Result<Result<(), MountRefused>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM volumes WHERE id = ?1", [&m.volume_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_none() {
+            return Ok(Err(MountRefused::VolumeGone));
+        }
         if m.mode == "rw" {
             let holder: Option<String> = tx
                 .query_row(

@@ -15,6 +15,7 @@ mod sessions;
 mod shares;
 mod users;
 mod vms;
+mod volumes;
 
 pub use audit::*;
 pub use error::*;
@@ -26,6 +27,7 @@ pub use sessions::*;
 pub use shares::*;
 pub use users::*;
 pub use vms::*;
+pub use volumes::*;
 
 use serde::{Deserialize, Serialize};
 

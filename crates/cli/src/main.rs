@@ -82,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::shares::ShareCommand>,
     },
+    /// Volumes: persistent storage with checkpoints, mounted into VMs.
+    #[command(alias = "volumes")]
+    Volume {
+        #[command(subcommand)]
+        command: Option<commands::volumes::VolumeCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +125,8 @@ fn main() -> ExitCode {
         Some(Command::Events { command: Some(c) }) => block_on(commands::events::run(c)),
         Some(Command::Share { command: None }) => group_help("share"),
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
+        Some(Command::Volume { command: None }) => group_help("volume"),
+        Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
     };
     match result {
         Ok(code) => code,

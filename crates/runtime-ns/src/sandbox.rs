@@ -7,6 +7,7 @@ use crate::image::{self, ImageStore};
 use crate::layers::Layers;
 use crate::network::{Network, Slot};
 use crate::record::{self, Record};
+use crate::volumes::Volumes;
 use crate::{sys, NsConfig};
 use chrono::{DateTime, Utc};
 use instavm_protocol::{AgentConfig, Request, Response};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
 mod live;
+mod mounts;
 pub use live::push_env;
 
 /// Working directory of executed code inside every sandbox.
@@ -43,6 +45,7 @@ pub struct Inner {
     ids: IdRanges,
     pub cgroups: Cgroups,
     pub layers: Layers,
+    pub volumes: Volumes,
     network: Option<Network>,
     pub images: ImageStore,
     live: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
@@ -135,6 +138,8 @@ impl Inner {
         let cgroups =
             Cgroups::detect(&instance).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         let layers = Layers::open(&data_dir).map_err(io_err("opening the layer store"))?;
+        let volumes = Volumes::open(layers.dir(), layers.backend())
+            .map_err(io_err("opening the volume store"))?;
         let network = match Network::setup(&instance, &sandboxes_dir) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -159,6 +164,7 @@ impl Inner {
             ids,
             cgroups,
             layers,
+            volumes,
             network,
             images,
             live: Mutex::new(HashMap::new()),

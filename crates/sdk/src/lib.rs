@@ -22,6 +22,7 @@ mod error;
 mod pty;
 mod shares;
 mod vms;
+mod volumes;
 
 pub use error::Error;
 pub use instavm_api::*;

@@ -16,6 +16,7 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod volumes;
 
 #[cfg(test)]
 mod events_tests;
@@ -23,12 +24,15 @@ mod events_tests;
 mod tests;
 #[cfg(test)]
 mod vm_tests;
+#[cfg(test)]
+mod volume_tests;
 
 pub use events::{with_actor, Actor, EventFilter, EventRow, EVENT_CATALOG};
 pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
+pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;

@@ -13,6 +13,7 @@ pub mod server_shares;
 pub mod shares;
 pub mod snapshots;
 pub mod vms;
+pub mod volumes;
 pub mod whoami;
 
 use crate::config::{self, Overrides, Settings};

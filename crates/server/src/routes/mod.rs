@@ -12,6 +12,7 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod volumes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -83,6 +84,8 @@ pub fn app(state: AppState) -> Router {
         .merge(shares::router())
         // Audit events (spec §14).
         .merge(audit::router())
+        // Volumes (§16) and their mounts in VMs (§6.12 to §6.14).
+        .merge(volumes::router(limits.max_upload_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

@@ -222,3 +222,69 @@ WHEN OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL BEGIN
         json_object('port', NEW.port)
     FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
+
+-- Volumes, their checkpoints, and mounts into VMs.
+CREATE TRIGGER events_volume_created AFTER INSERT ON volumes BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        NEW.user_id, 'volume', 'volume.created', 'success', 'volume', NEW.id,
+        instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('name', NEW.name, 'quota_bytes', NEW.quota_bytes)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_volume_updated AFTER UPDATE ON volumes
+WHEN OLD.name IS NOT NEW.name OR OLD.quota_bytes IS NOT NEW.quota_bytes BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        NEW.user_id, 'volume', 'volume.updated', 'success', 'volume', NEW.id,
+        instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('name', NEW.name, 'quota_bytes', NEW.quota_bytes)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_volume_deleted AFTER DELETE ON volumes BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        OLD.user_id, 'volume', 'volume.deleted', 'success', 'volume', OLD.id,
+        instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('name', OLD.name)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_checkpoint_created AFTER INSERT ON volume_checkpoints BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        (SELECT user_id FROM volumes WHERE id = NEW.volume_id), 'volume', 'volume.checkpoint_created', 'success',
+        'volume_checkpoint', NEW.id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('volume_id', NEW.volume_id, 'name', NEW.name, 'size_bytes', NEW.size_bytes)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_checkpoint_deleted AFTER DELETE ON volume_checkpoints BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        (SELECT user_id FROM volumes WHERE id = OLD.volume_id), 'volume', 'volume.checkpoint_deleted', 'success',
+        'volume_checkpoint', OLD.id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('volume_id', OLD.volume_id)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_volume_mounted AFTER INSERT ON vm_mounts BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        (SELECT user_id FROM volumes WHERE id = NEW.volume_id), 'volume', 'volume.mounted', 'success', NEW.vm_id,
+        'volume', NEW.volume_id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('mount_path', NEW.mount_path, 'mode', NEW.mode, 'checkpoint_id', NEW.checkpoint_id)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_volume_unmounted AFTER DELETE ON vm_mounts BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, resource_type,
+        resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        (SELECT user_id FROM volumes WHERE id = OLD.volume_id), 'volume', 'volume.unmounted', 'success', OLD.vm_id,
+        'volume', OLD.volume_id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json_object('mount_path', OLD.mount_path)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;

@@ -3,3 +3,5 @@
 //! - egress: what a VM may reach (the per-VM DNS resolver, addresses pinned from its answers,
 //!   the Host/SNI gate on ports 80 and 443).
 //! - share: the share proxy, HTTP/1.1 and WebSocket from a share URL to a port inside a VM.
+
+pub mod egress;

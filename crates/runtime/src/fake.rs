@@ -13,6 +13,7 @@ struct FakeSandbox {
     files: BTreeMap<String, Vec<u8>>,
     /// The environment executed code would see: the spec's, plus pushed variables.
     env: BTreeMap<String, String>,
+    egress: EgressPolicy,
 }
 
 type Files = BTreeMap<String, Vec<u8>>;
@@ -138,6 +139,7 @@ impl Runtime for FakeRuntime {
                 info: info.clone(),
                 files,
                 env,
+                egress: EgressPolicy::default(),
             },
         );
         Ok(info)
@@ -315,6 +317,24 @@ impl Runtime for FakeRuntime {
             sb.env.extend(env);
             Ok(())
         })
+    }
+
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        self.with_sandbox(id, |sb| {
+            sb.egress = policy.clone();
+            Ok(())
+        })
+    }
+
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        self.with_sandbox(id, |_| Ok(0))
+    }
+}
+
+impl FakeRuntime {
+    /// The egress policy last set on a sandbox (tests).
+    pub fn egress_of(&self, id: &SandboxId) -> Option<EgressPolicy> {
+        self.lock().get(id).map(|sb| sb.egress.clone())
     }
 }
 

@@ -6,6 +6,7 @@
 //! The API is synchronous (rusqlite); the server calls it from blocking threads. One connection
 //! serialises writes; reads use a second connection, which WAL lets run alongside a write.
 
+mod egress;
 mod executions;
 mod migrations;
 mod records;
@@ -20,6 +21,7 @@ mod tests;
 #[cfg(test)]
 mod vm_tests;
 
+pub use egress::EgressRow;
 pub use records::*;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;

@@ -114,6 +114,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX snapshots_user ON snapshots(user_id, created_at);
     CREATE INDEX snapshots_status ON snapshots(status);
     ",
+    // 4: egress policies. One row per VM or session that was given a policy (none: the
+    // default, open one); the policy is the five fields of spec/api.md §2 as JSON.
+    "
+    CREATE TABLE egress_policies (
+        target_type TEXT NOT NULL CHECK (target_type IN ('vm', 'session')),
+        target_id   TEXT NOT NULL,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        policy      TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (target_type, target_id)
+    );
+    CREATE INDEX egress_policies_user ON egress_policies(user_id);
+    ",
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -5,6 +5,7 @@
 //! fields; response types always serialize as JSON objects, except where the spec requires a bare
 //! array (`GET /v1/sessions/sandboxes`, `GET /v1/api-keys/`), which are plain `Vec`s.
 
+mod egress;
 mod error;
 mod exec;
 mod files;
@@ -14,6 +15,7 @@ mod sessions;
 mod users;
 mod vms;
 
+pub use egress::*;
 pub use error::*;
 pub use exec::*;
 pub use files::*;

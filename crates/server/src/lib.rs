@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+mod egress;
 pub mod error;
 mod exec;
 mod extract;

@@ -56,6 +56,8 @@ pub struct NewVm {
     pub vault_ids: Vec<String>,
     /// Bind this existing (ended) session instead of starting a new one.
     pub session_id: Option<String>,
+    /// `egress_policy` of the create: stored as the VM's own policy before it boots.
+    pub egress_policy: Option<instavm_runtime::EgressPolicy>,
 }
 
 /// The caller's VM with this id.
@@ -135,6 +137,9 @@ pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRec
             resumed_vm_id: None,
         },
     };
+    if let Some(p) = &new.egress_policy {
+        crate::egress::set_initial(state, &row.record.vm_id, row.user_id, p).await?;
+    }
     start_boot(state, row, new.spec, rebind, None, wait).await
 }
 
@@ -193,6 +198,14 @@ async fn boot(
             return Err(err);
         }
     };
+    // The egress policy is in force before anyone can use the sandbox.
+    if let Err(err) = crate::egress::apply_new(state, &row, &sandbox.id, replaces.as_ref()).await {
+        if let Err(e) = state.runtime().destroy(&sandbox.id).await {
+            tracing::warn!(error = %e, "destroying the sandbox of a failed VM create");
+        }
+        fail(state, row, &err).await;
+        return Err(err);
+    }
     let now = Utc::now();
     row.sandbox_id = Some(sandbox.id.to_string());
     row.record.status = VmState::Active;
@@ -432,6 +445,11 @@ pub async fn clone_vm(
     }
     let name = snapshot_name.unwrap_or_else(|| format!("clone/{}", src.record.vm_id));
     let snap = snapshots::take(state, &src, name).await?;
+    // A clone keeps the egress restrictions of its source.
+    let egress_policy = match crate::egress::effective(state, &src).await? {
+        (_, "default") => None,
+        (p, _) => Some(p),
+    };
     let r = &src.record;
     let new = NewVm {
         user_id: src.user_id,
@@ -451,6 +469,7 @@ pub async fn clone_vm(
         snapshot_name: r.snapshot_name.clone(),
         vault_ids: r.vault_ids.clone(),
         session_id: None,
+        egress_policy,
     };
     create(state, new, wait).await
 }

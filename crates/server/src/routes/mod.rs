@@ -1,6 +1,7 @@
 //! The HTTP surface: every route of the API and the middleware around them.
 
 mod api_keys;
+mod egress;
 mod exec;
 mod files;
 mod health;
@@ -76,6 +77,8 @@ pub fn app(state: AppState) -> Router {
         // VMs (spec §6) and snapshots (§7).
         .merge(vms::router())
         .merge(snapshots::router())
+        // Egress policy (spec §2).
+        .merge(egress::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

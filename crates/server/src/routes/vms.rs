@@ -65,11 +65,11 @@ async fn create(
             "volumes are not supported by this server yet".into(),
         ));
     }
-    if req.egress_policy.as_ref().is_some_and(|p| !p.is_null()) {
-        return Err(ApiError::Unprocessable(
-            "egress policies are not supported by this server yet".into(),
-        ));
-    }
+    let egress_policy = req
+        .egress_policy
+        .as_ref()
+        .map(crate::egress::from_request)
+        .transpose()?;
     if let Some(name) = &req.snapshot_name {
         snapshots::check_name(name)?;
     }
@@ -109,6 +109,7 @@ async fn create(
         snapshot_name: req.snapshot_name.clone(),
         vault_ids: req.vault_ids.clone().unwrap_or_default(),
         session_id: None,
+        egress_policy,
     };
     if let Some(sid) = &req.session_id {
         let session = sessions::owned(&state, user.id, sid).await?;

@@ -276,7 +276,7 @@ pub async fn answer(vm: &VmState, query: &[u8]) -> Option<Vec<u8>> {
     // network (DNS rebinding); the firewall drops them anyway.
     let addrs: Vec<(Ipv4Addr, u32)> = addrs
         .into_iter()
-        .filter(|(ip, _)| !vm.cfg.private.is_private(*ip))
+        .filter(|(ip, _)| !vm.cfg.private.is_private(*ip) && !super::is_host_address(*ip))
         .collect();
     if !addrs.is_empty() {
         if let Err(e) = vm.pin(&q.name, &addrs).await {

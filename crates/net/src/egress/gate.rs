@@ -235,7 +235,7 @@ async fn handle(vm: &VmState, mut s: TcpStream) -> io::Result<()> {
         Sniff::Name(n) => Some(n.as_str()),
         _ => None,
     };
-    let verdict = if vm.cfg.private.is_private(ip) || ip == vm.host_ip {
+    let verdict = if vm.cfg.private.is_private(ip) || super::is_host_address(ip) {
         Err("a private or host address")
     } else if rules.open || rules.cidr_allowed(ip) {
         Ok(())

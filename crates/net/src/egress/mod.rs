@@ -66,6 +66,12 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT"))
 }
 
+/// Whether `ip` is one of the host's own addresses (it can be bound here): never pinned, never
+/// a destination of the gate, which connects from the host itself.
+pub fn is_host_address(ip: Ipv4Addr) -> bool {
+    ip.is_unspecified() || ip.is_broadcast() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
 /// What the resolver and the gate of one VM share.
 pub struct VmState {
     pub id: String,

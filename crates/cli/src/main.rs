@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::snapshots::SnapshotCommand>,
     },
+    /// Get or set VM and session egress policy.
+    Egress {
+        #[command(subcommand)]
+        command: Option<commands::egress::EgressCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +109,8 @@ fn main() -> ExitCode {
         Some(Command::Vm { command: Some(c) }) => block_on(commands::vms::run(c)),
         Some(Command::Snapshot { command: None }) => group_help("snapshot"),
         Some(Command::Snapshot { command: Some(c) }) => block_on(commands::snapshots::run(c)),
+        Some(Command::Egress { command: None }) => group_help("egress"),
+        Some(Command::Egress { command: Some(c) }) => block_on(commands::egress::run(c)),
     };
     match result {
         Ok(code) => code,

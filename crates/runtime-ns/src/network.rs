@@ -72,7 +72,12 @@ impl Network {
         install_firewall()?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("the network needs a tokio runtime"))?;
-        let egress = Egress::install(EgressConfig { upstreams, private }, HOST_IF_PREFIX, handle)?;
+        let egress = Egress::install(
+            EgressConfig { upstreams, private },
+            HOST_IF_PREFIX,
+            handle.clone(),
+        )?;
+        handle.spawn(keep_firewall());
         fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
         Ok(Network {
             host_netns: fs::File::open("/proc/self/ns/net")?.into(),
@@ -140,6 +145,9 @@ pub const MAX_TRACKED_FLOWS: u32 = 4096;
 pub const NEW_FLOWS_PER_SEC: u32 = 500;
 pub const NEW_FLOWS_BURST: u32 = 1000;
 
+/// The comment of the rule that lets sandboxes reach their resolver.
+const RESOLVER_RULE: &str = "the sandbox's resolver (instavm-net)";
+
 /// The firewall for every sandbox of the host, replaced atomically and idempotently.
 fn ruleset() -> String {
     let pool = format!("{}/16", Ipv4Addr::from(POOL_BASE));
@@ -150,7 +158,7 @@ table inet instavm {{
     chain input {{
         type filter hook input priority filter - 10; policy accept;
         iifname "{p}*" ct state established,related accept comment "answers to the host's own connections"
-        iifname "{p}*" ip daddr {pool} meta l4proto {{ tcp, udp }} th dport {dns} accept comment "the sandbox's resolver (instavm-net)"
+        iifname "{p}*" ip daddr {pool} meta l4proto {{ tcp, udp }} th dport {dns} accept comment "{resolver_rule}"
         iifname "{p}*" ip daddr {pool} tcp dport {gate} ct status dnat accept comment "the 80/443 name gate, only through the redirect"
         iifname "{p}*" drop comment "sandboxes never reach any address of the host"
     }}
@@ -169,6 +177,7 @@ table inet instavm {{
 {limits}"#,
         p = HOST_IF_PREFIX,
         dns = DNS_PORT,
+        resolver_rule = RESOLVER_RULE,
         gate = GATE_PORT,
         limits = flow_limits(),
     )
@@ -206,6 +215,29 @@ table inet instavm_limits {{
         burst = NEW_FLOWS_BURST,
         count = MAX_TRACKED_FLOWS,
     )
+}
+
+/// Runtimes of an older version (another server on the host) re-apply `inet instavm` without
+/// the rules that let sandboxes reach their resolver and name gate: put ours back when that
+/// happens, within a couple of seconds.
+async fn keep_firewall() {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let out = tokio::process::Command::new("nft")
+            .args(["list", "chain", "inet", "instavm", "input"])
+            .stderr(Stdio::null())
+            .output()
+            .await;
+        let Ok(out) = out else { continue };
+        if !String::from_utf8_lossy(&out.stdout).contains(RESOLVER_RULE) {
+            tracing::warn!("the sandbox firewall lost its resolver rules (an older runtime re-applied it): installing it again");
+            match tokio::task::spawn_blocking(install_firewall).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("re-installing the sandbox firewall: {e}"),
+                Err(e) => tracing::error!("re-installing the sandbox firewall: {e}"),
+            }
+        }
+    }
 }
 
 fn install_firewall() -> io::Result<()> {

@@ -17,10 +17,12 @@
 //! # Ok(()) }
 //! ```
 
+mod egress;
 mod error;
 mod pty;
 mod vms;
 
+pub use egress::EgressTarget;
 pub use error::Error;
 pub use instavm_api::*;
 pub use pty::{PtyConnection, PtyEvent};

@@ -128,6 +128,8 @@ fn main() {
         let http_direct = probe(&client, &vm, &format!("http {a} a.test {REQUESTS}")).await;
         let dns_direct = probe(&client, &vm, &format!("dns {upstream} a.test {REQUESTS}")).await;
         let dns_forward = probe(&client, &vm, &format!("dns {resolver} a.test {REQUESTS}")).await;
+        // The resolver answers 500 questions/s after a burst of 1,000: let the burst refill.
+        tokio::time::sleep(Duration::from_secs(3)).await;
 
         // Allowlist: through the gate, the resolver filtering and pinning.
         client
@@ -135,7 +137,8 @@ fn main() {
             .await
             .expect("set");
         let dns_pinned = probe(&client, &vm, &format!("dns {resolver} a.test {REQUESTS}")).await;
-        let dns_new_name = probe(&client, &vm, &format!("dns {resolver} a.test 100 unique")).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let dns_new_name = probe(&client, &vm, &format!("dns {resolver} a.test 200 unique")).await;
         let http_gate = probe(&client, &vm, &format!("http {a} a.test {REQUESTS}")).await;
 
         // Policy changes: allow b's address, then deny it again; each followed by a probe.

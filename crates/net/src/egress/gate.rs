@@ -237,11 +237,12 @@ async fn handle(vm: &VmState, mut s: TcpStream) -> io::Result<()> {
     };
     let verdict = if vm.cfg.private.is_private(ip) || super::is_host_address(ip) {
         Err("a private or host address")
-    } else if rules.open || rules.cidr_allowed(ip) {
-        Ok(())
-    } else if (dst.port() == 80 && rules.policy.allow_http)
+    } else if rules.open
+        || rules.cidr_allowed(ip)
+        || (dst.port() == 80 && rules.policy.allow_http)
         || (dst.port() == 443 && rules.policy.allow_https)
     {
+        // Open to every address (the policy may have changed since the redirect).
         Ok(())
     } else {
         match name {

@@ -29,9 +29,11 @@ pub const GATE_PORT: u16 = 15080;
 pub const MIN_PIN_SECS: u32 = 30;
 pub const MAX_PIN_SECS: u32 = 3600;
 /// DNS questions per second a VM may ask (after a burst), and at once.
-const QUERIES_PER_SEC: f64 = 200.0;
-const QUERY_BURST: f64 = 400.0;
+const QUERIES_PER_SEC: f64 = 500.0;
+const QUERY_BURST: f64 = 1000.0;
 const MAX_INFLIGHT: usize = 64;
+/// Denials logged one by one per VM and second.
+const MAX_DENIAL_LOGS: u32 = 20;
 
 /// Host-wide egress settings.
 #[derive(Debug, Clone)]
@@ -83,6 +85,7 @@ pub struct VmState {
     /// Address → names it was resolved for, with the pin's expiry.
     pins: Mutex<HashMap<Ipv4Addr, HashMap<String, Instant>>>,
     denials: AtomicU64,
+    log_window: Mutex<(Instant, u32)>,
     bucket: Mutex<(f64, Instant)>,
     inflight: Arc<Semaphore>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -93,10 +96,21 @@ impl VmState {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Count and log a refused attempt.
+    /// Count and log a refused attempt (at most `MAX_DENIAL_LOGS` lines a second per VM: a
+    /// flood is counted in full but cannot flood the log).
     pub fn deny(&self, what: std::fmt::Arguments<'_>) {
         self.denials.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(vm = %self.id, "egress denied: {what}");
+        let mut w = self.log_window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            if w.1 > MAX_DENIAL_LOGS {
+                tracing::info!(vm = %self.id, "egress denied: {} more in the last second (not logged one by one)", w.1 - MAX_DENIAL_LOGS);
+            }
+            *w = (Instant::now(), 0);
+        }
+        w.1 += 1;
+        if w.1 <= MAX_DENIAL_LOGS {
+            tracing::info!(vm = %self.id, "egress denied: {what}");
+        }
     }
 
     fn take_query_token(&self) -> bool {
@@ -236,6 +250,7 @@ impl Egress {
             rules: RwLock::new(Arc::new(rules)),
             pins: Mutex::new(HashMap::new()),
             denials: AtomicU64::new(0),
+            log_window: Mutex::new((Instant::now(), 0)),
             bucket: Mutex::new((QUERY_BURST, Instant::now())),
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
             tasks: Mutex::new(Vec::new()),

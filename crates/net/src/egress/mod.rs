@@ -199,7 +199,28 @@ pub struct Egress {
     cfg: Arc<EgressConfig>,
     handle: Handle,
     prefix: String,
-    vms: Mutex<HashMap<String, Arc<VmState>>>,
+}
+
+/// The VMs served in this process, whichever `Egress` attached them: a runtime re-opened in
+/// the same process (tests) takes its VMs over from the previous one.
+static VMS: Mutex<Option<HashMap<String, Arc<VmState>>>> = Mutex::new(None);
+
+fn vms() -> std::sync::MutexGuard<'static, Option<HashMap<String, Arc<VmState>>>> {
+    VMS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bind, retrying for a moment while a task that held the address is still being cancelled.
+fn bind_retry<T>(f: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Egress {
@@ -214,7 +235,6 @@ impl Egress {
             cfg: Arc::new(cfg),
             handle,
             prefix: prefix.to_owned(),
-            vms: Mutex::new(HashMap::new()),
         })
     }
 
@@ -255,11 +275,11 @@ impl Egress {
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
             tasks: Mutex::new(Vec::new()),
         });
-        let udp = std::net::UdpSocket::bind((host_ip, DNS_PORT))?;
+        let udp = bind_retry(|| std::net::UdpSocket::bind((host_ip, DNS_PORT)))?;
         udp.set_nonblocking(true)?;
-        let tcp = std::net::TcpListener::bind((host_ip, DNS_PORT))?;
+        let tcp = bind_retry(|| std::net::TcpListener::bind((host_ip, DNS_PORT)))?;
         tcp.set_nonblocking(true)?;
-        let gate = std::net::TcpListener::bind((host_ip, GATE_PORT))?;
+        let gate = bind_retry(|| std::net::TcpListener::bind((host_ip, GATE_PORT)))?;
         gate.set_nonblocking(true)?;
         let _guard = self.handle.enter();
         let udp = tokio::net::UdpSocket::from_std(udp)?;
@@ -271,18 +291,16 @@ impl Egress {
             self.handle.spawn(gate::serve(vm.clone(), gate)),
         ];
         *vm.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
-        self.vms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        vms()
+            .get_or_insert_with(HashMap::new)
             .insert(id.to_owned(), vm);
         Ok(())
     }
 
     fn vm(&self, id: &str) -> io::Result<Arc<VmState>> {
-        self.vms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
+        vms()
+            .as_ref()
+            .and_then(|m| m.get(id))
             .cloned()
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("no egress state for {id}"))
@@ -323,12 +341,8 @@ impl Egress {
     }
 
     fn detach_tasks(&self, id: &str) {
-        if let Some(vm) = self
-            .vms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
-        {
+        let vm = vms().as_mut().and_then(|m| m.remove(id));
+        if let Some(vm) = vm {
             for t in vm.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                 t.abort();
             }

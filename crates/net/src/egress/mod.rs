@@ -307,10 +307,10 @@ impl Egress {
             })
     }
 
-    /// Replace a VM's policy (blocking: one nft transaction). New connections follow it; the
-    /// addresses pinned so far stay pinned (for their TTL) but are reachable only when the new
-    /// policy still allows a name they were resolved for... at the gate; a changed policy that
-    /// drops names also forgets all pins, so nothing resolved under the old policy stays open.
+    /// Replace a VM's policy (blocking: one nft transaction). New connections follow it,
+    /// established ones stay. A policy that only adds names keeps the pins; one that drops a
+    /// name (or closes an open policy) forgets them all, so nothing resolved under the old
+    /// policy stays reachable.
     pub fn set_policy(&self, id: &str, policy: &EgressPolicy) -> io::Result<()> {
         let vm = self.vm(id)?;
         let rules = Rules::new(policy);

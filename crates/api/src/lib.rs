@@ -6,6 +6,7 @@
 //! array (`GET /v1/sessions/sandboxes`, `GET /v1/api-keys/`), which are plain `Vec`s.
 
 mod audit;
+mod egress;
 mod error;
 mod exec;
 mod files;
@@ -18,6 +19,7 @@ mod vms;
 mod volumes;
 
 pub use audit::*;
+pub use egress::*;
 pub use error::*;
 pub use exec::*;
 pub use files::*;

@@ -130,9 +130,9 @@ pub struct CreateVmRequest {
     pub auto_resume: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
-    /// Egress policies come with their own issue; one is refused rather than ignored.
+    /// The VM's egress policy (spec §2), applied before the create answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress_policy: Option<serde_json::Value>,
+    pub egress_policy: Option<crate::EgressPolicyRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_on_terminate: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::volumes::VolumeCommand>,
     },
+    /// Get or set VM and session egress policy.
+    Egress {
+        #[command(subcommand)]
+        command: Option<commands::egress::EgressCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -127,6 +132,8 @@ fn main() -> ExitCode {
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
         Some(Command::Volume { command: None }) => group_help("volume"),
         Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
+        Some(Command::Egress { command: None }) => group_help("egress"),
+        Some(Command::Egress { command: Some(c) }) => block_on(commands::egress::run(c)),
     };
     match result {
         Ok(code) => code,

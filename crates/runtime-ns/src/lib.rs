@@ -47,6 +47,20 @@ pub struct NsConfig {
     /// Sandboxes kept pre-started so a create only has to hand one over (0: none). Each costs
     /// an idle sandbox's memory (about 5 MiB).
     pub warm_pool: usize,
+    /// DNS upstreams and private ranges for the sandboxes' egress (docs/network.md).
+    pub egress: EgressSettings,
+}
+
+/// Host-wide egress settings (server flags `--dns-upstream`, `--private-range`,
+/// `--allow-private-range`).
+#[derive(Debug, Clone, Default)]
+pub struct EgressSettings {
+    /// Where the VMs' resolvers forward; empty: the host's /etc/resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Ranges blocked in addition to the defaults.
+    pub private_ranges: Vec<String>,
+    /// Ranges (or parts of default ones) made reachable.
+    pub allowed_private_ranges: Vec<String>,
 }
 
 impl NsConfig {
@@ -56,6 +70,7 @@ impl NsConfig {
             images_dir: None,
             agent_path: None,
             warm_pool: DEFAULT_WARM_POOL,
+            egress: EgressSettings::default(),
         }
     }
 }
@@ -586,5 +601,17 @@ impl Runtime for NsRuntime {
         let sb = self.sandbox(id)?;
         let (inner, path) = (self.inner.clone(), mount_path.to_owned());
         blocking(move || inner.unmount_volume(&sb, &path)).await
+    }
+
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let (inner, policy) = (self.inner.clone(), policy.clone());
+        blocking(move || inner.set_egress(&sb, &policy)).await
+    }
+
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        let sb = self.sandbox(id)?;
+        let inner = self.inner.clone();
+        blocking(move || inner.egress_denials(&sb)).await
     }
 }

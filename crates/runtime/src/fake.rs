@@ -13,6 +13,7 @@ struct FakeSandbox {
     files: BTreeMap<String, Vec<u8>>,
     /// The environment executed code would see: the spec's, plus pushed variables.
     env: BTreeMap<String, String>,
+    egress: EgressPolicy,
 }
 
 type Files = BTreeMap<String, Vec<u8>>;
@@ -150,6 +151,7 @@ impl Runtime for FakeRuntime {
                 info: info.clone(),
                 files,
                 env,
+                egress: EgressPolicy::default(),
             },
         );
         Ok(info)
@@ -398,6 +400,24 @@ impl Runtime for FakeRuntime {
     async fn unmount_volume(&self, id: &SandboxId, mount_path: &str) -> Result<()> {
         self.with_sandbox(id, |_| Ok(()))?;
         self.volumes.unmount(id, mount_path)
+    }
+
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        self.with_sandbox(id, |sb| {
+            sb.egress = policy.clone();
+            Ok(())
+        })
+    }
+
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        self.with_sandbox(id, |_| Ok(0))
+    }
+}
+
+impl FakeRuntime {
+    /// The egress policy last set on a sandbox (tests).
+    pub fn egress_of(&self, id: &SandboxId) -> Option<EgressPolicy> {
+        self.lock().get(id).map(|sb| sb.egress.clone())
     }
 }
 

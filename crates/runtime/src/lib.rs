@@ -348,6 +348,20 @@ pub trait Runtime: Send + Sync + 'static {
         Err(self.unsupported("volume mounts"))
     }
 
+    /// Replace a sandbox's egress policy; new connections follow it at once (connections already
+    /// open stay). Backends without their own network answer `Unsupported`.
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        let _ = (id, policy);
+        Err(self.unsupported("egress policies"))
+    }
+
+    /// Attempts the sandbox's egress policy refused so far (refused DNS names, refused
+    /// connections).
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        let _ = id;
+        Err(self.unsupported("egress policies"))
+    }
+
     fn unsupported(&self, what: &str) -> RuntimeError {
         RuntimeError::Unsupported {
             backend: self.name(),

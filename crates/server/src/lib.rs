@@ -10,6 +10,7 @@ pub mod admission;
 mod audit;
 pub mod auth;
 pub mod config;
+mod egress;
 pub mod error;
 mod exec;
 mod extract;

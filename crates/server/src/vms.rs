@@ -59,6 +59,8 @@ pub struct NewVm {
     pub session_id: Option<String>,
     /// Volumes to mount once the sandbox is up (checked already).
     pub mounts: Vec<PlannedMount>,
+    /// `egress_policy` of the create: stored as the VM's own policy before it boots.
+    pub egress_policy: Option<instavm_runtime::EgressPolicy>,
 }
 
 /// The caller's VM with this id.
@@ -138,6 +140,9 @@ pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRec
             resumed_vm_id: None,
         },
     };
+    if let Some(p) = &new.egress_policy {
+        crate::egress::set_initial(state, &row.record.vm_id, row.user_id, p).await?;
+    }
     start_boot(state, row, new.spec, rebind, None, new.mounts, wait).await
 }
 
@@ -206,6 +211,14 @@ async fn boot(
             return Err(err);
         }
     };
+    // The egress policy is in force before anyone can use the sandbox.
+    if let Err(err) = crate::egress::apply_new(state, &row, &sandbox.id, replaces.as_ref()).await {
+        if let Err(e) = state.runtime().destroy(&sandbox.id).await {
+            tracing::warn!(error = %e, "destroying the sandbox of a failed VM create");
+        }
+        fail(state, row, &err).await;
+        return Err(err);
+    }
     if let Err(err) = mount_all(state, &row.record.vm_id, &sandbox.id, &mounts).await {
         if let Err(e) = state.runtime().destroy(&sandbox.id).await {
             tracing::warn!(error = %e, "destroying the sandbox of a VM whose volumes failed");
@@ -473,6 +486,11 @@ pub async fn clone_vm(
     let name = snapshot_name.unwrap_or_else(|| format!("clone/{}", src.record.vm_id));
     let snap = snapshots::take(state, &src, name).await?;
     let mounts = volumes::inherited(state, src.user_id, Some(&src.record.vm_id)).await;
+    // A clone keeps the egress restrictions of its source.
+    let egress_policy = match crate::egress::effective(state, &src).await? {
+        (_, "default") => None,
+        (p, _) => Some(p),
+    };
     let r = &src.record;
     let new = NewVm {
         user_id: src.user_id,
@@ -493,6 +511,7 @@ pub async fn clone_vm(
         vault_ids: r.vault_ids.clone(),
         session_id: None,
         mounts,
+        egress_policy,
     };
     create(state, new, wait).await
 }

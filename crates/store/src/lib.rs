@@ -6,6 +6,7 @@
 //! The API is synchronous (rusqlite); the server calls it from blocking threads. One connection
 //! serialises writes; reads use a second connection, which WAL lets run alongside a write.
 
+mod egress;
 mod events;
 mod executions;
 mod migrations;
@@ -27,6 +28,7 @@ mod vm_tests;
 #[cfg(test)]
 mod volume_tests;
 
+pub use egress::EgressRow;
 pub use events::{with_actor, Actor, EventFilter, EventRow, EVENT_CATALOG};
 pub use records::*;
 pub use shares::ShareRow;

@@ -147,6 +147,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX vm_mounts_volume ON vm_mounts(volume_id);
     ",
+    // 4: egress policies. One row per VM or session that was given a policy (none: the
+    // default, open one); the policy is the five fields of spec/api.md §2 as JSON.
+    "
+    CREATE TABLE egress_policies (
+        target_type TEXT NOT NULL CHECK (target_type IN ('vm', 'session')),
+        target_id   TEXT NOT NULL,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        policy      TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (target_type, target_id)
+    );
+    CREATE INDEX egress_policies_user ON egress_policies(user_id);
+    ",
     // 5: shares. One live share per (session, port): the session outlives resumes, which
     // give the VM a new id. `listen_port` is the proxy port in ports mode (NULL once released).
     "

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod connect;
 pub mod deploy;
+pub mod egress;
 pub mod events;
 pub mod exec;
 pub mod image;

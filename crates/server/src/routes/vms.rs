@@ -60,11 +60,11 @@ async fn create(
             )))
         }
     }
-    if req.egress_policy.as_ref().is_some_and(|p| !p.is_null()) {
-        return Err(ApiError::Unprocessable(
-            "egress policies are not supported by this server yet".into(),
-        ));
-    }
+    let egress_policy = req
+        .egress_policy
+        .as_ref()
+        .map(crate::egress::from_request)
+        .transpose()?;
     if let Some(name) = &req.snapshot_name {
         snapshots::check_name(name)?;
     }
@@ -113,6 +113,7 @@ async fn create(
         vault_ids: req.vault_ids.clone().unwrap_or_default(),
         session_id: None,
         mounts,
+        egress_policy,
     };
     if let Some(sid) = &req.session_id {
         let session = sessions::owned(&state, user.id, sid).await?;

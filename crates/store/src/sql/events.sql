@@ -288,3 +288,28 @@ CREATE TRIGGER events_volume_unmounted AFTER DELETE ON vm_mounts BEGIN
         json_object('mount_path', OLD.mount_path)
     FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
 END;
+
+-- Egress policies of VMs and sessions.
+CREATE TRIGGER events_egress_set AFTER INSERT ON egress_policies BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+        resource_type, resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        NEW.user_id, 'egress', 'egress.policy_set', 'success',
+        CASE WHEN NEW.target_type = 'vm' THEN NEW.target_id END,
+        CASE WHEN NEW.target_type = 'session' THEN NEW.target_id END,
+        NEW.target_type, NEW.target_id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json(NEW.policy)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;
+CREATE TRIGGER events_egress_changed AFTER UPDATE OF policy ON egress_policies
+WHEN OLD.policy IS NOT NEW.policy BEGIN
+    INSERT INTO events (seq, id, created_at, user_id, event_group, event_type, status, vm_id, session_id,
+        resource_type, resource_id, actor_type, actor_id, request_id, payload)
+    SELECT n, 'evt_' || printf('%x', n) || '_' || lower(hex(randomblob(8))), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        NEW.user_id, 'egress', 'egress.policy_set', 'success',
+        CASE WHEN NEW.target_type = 'vm' THEN NEW.target_id END,
+        CASE WHEN NEW.target_type = 'session' THEN NEW.target_id END,
+        NEW.target_type, NEW.target_id, instavm_actor_type(), instavm_actor_id(), instavm_request_id(),
+        json(NEW.policy)
+    FROM (SELECT IFNULL(MAX(seq), 0) + 1 AS n FROM events);
+END;

@@ -16,8 +16,9 @@ use std::process::{Command, Stdio};
 pub const BASE: &str = "base";
 const SUITE: &str = "bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-/// What every sandbox can count on. `python-is-python3` because users (and the SDK's README)
-/// type `python`; `sudo` because the Agents integration runs installs through `sudo -u root`.
+/// What every sandbox can count on, installed by debootstrap. `python-is-python3` because users
+/// (and the SDK's README) type `python`; `sudo` because the Agents integration runs installs
+/// through `sudo -u root`.
 const BASE_PACKAGES: &[&str] = &[
     "python3",
     "python-is-python3",
@@ -29,11 +30,36 @@ const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "sudo",
 ];
+/// What deploys need (`pip install`, `npm install`, wheels with C extensions, git sources,
+/// tarballs and health probes), installed with apt in a second step so that a change here
+/// upgrades an existing image instead of rebuilding it.
+const TOOLCHAIN_PACKAGES: &[&str] = &[
+    "python3-pip",
+    "python3-venv",
+    "python3-dev",
+    "nodejs",
+    "npm",
+    "git",
+    "build-essential",
+    "wget",
+    "tar",
+    "gzip",
+    "unzip",
+    "xz-utils",
+];
 
-/// What the base image is built from; an image built from another recipe is reported as
-/// outdated.
-fn base_recipe() -> String {
+fn core_recipe() -> String {
     format!("debootstrap {SUITE} ({})", BASE_PACKAGES.join(","))
+}
+
+/// What the base image is built from; an image built from another recipe is outdated, and
+/// `instavm image build` upgrades it.
+fn base_recipe() -> String {
+    format!(
+        "{} + apt ({}) + host CAs",
+        core_recipe(),
+        TOOLCHAIN_PACKAGES.join(",")
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,30 +105,107 @@ impl ImageStore {
         self.ensure_base_with(&|step| tracing::info!("base image: {step}"))
     }
 
-    /// Like `ensure_base`, reporting each build step (debootstrap's own progress lines).
+    /// Like `ensure_base`, reporting each build step (debootstrap's and apt's progress lines).
+    /// A server uses an outdated image as it is (and says so); use `upgrade_base` to bring it
+    /// up to date.
     pub fn ensure_base_with(&self, progress: &dyn Fn(&str)) -> io::Result<PathBuf> {
         if let Some(p) = self.rootfs(BASE) {
             self.warn_if_outdated();
             return Ok(p);
         }
+        self.build_base(progress)
+    }
+
+    /// Build the base image if it is missing, or bring an outdated one up to the current
+    /// recipe: when only the apt step changed, a copy of it gets the missing packages (seconds
+    /// instead of a new debootstrap), else it is built again. The new tree replaces the old one
+    /// by rename; the old one is retired, not deleted, because sandboxes started from it may
+    /// still use it as their lower layer. Returns the rootfs and whether anything was built.
+    pub fn upgrade_base(&self, progress: &dyn Fn(&str)) -> io::Result<(PathBuf, bool)> {
+        let _lock = sys::lock_file(&self.dir.join(".lock"))?;
+        self.prune_retired(progress);
+        let current = self.meta(BASE);
+        match current {
+            None => {
+                drop(_lock);
+                return self.build_base(progress).map(|p| (p, true));
+            }
+            Some(m) if m.source == base_recipe() => {
+                return Ok((self.dir.join(BASE).join("rootfs"), false));
+            }
+            Some(m) => {
+                let tmp = self.fresh_tmp(BASE)?;
+                let rootfs = tmp.join("rootfs");
+                let result = if m.source.starts_with(&core_recipe()) {
+                    progress("copying the current image to add packages");
+                    copy_tree(&self.dir.join(BASE).join("rootfs"), &rootfs)
+                        .and_then(|()| install_toolchain(&rootfs, progress))
+                } else {
+                    build_debian(&rootfs, progress)
+                        .and_then(|()| install_toolchain(&rootfs, progress))
+                };
+                if let Err(e) = result {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+                self.retire(BASE)?;
+                self.publish(&tmp, BASE, &base_recipe())?;
+            }
+        }
+        Ok((self.dir.join(BASE).join("rootfs"), true))
+    }
+
+    fn build_base(&self, progress: &dyn Fn(&str)) -> io::Result<PathBuf> {
         let _lock = sys::lock_file(&self.dir.join(".lock"))?;
         // Someone else may have built it while we waited for the lock.
         if let Some(p) = self.rootfs(BASE) {
             return Ok(p);
         }
         let tmp = self.fresh_tmp(BASE)?;
-        let result = build_debian(&tmp.join("rootfs"), progress);
+        let rootfs = tmp.join("rootfs");
+        let result =
+            build_debian(&rootfs, progress).and_then(|()| install_toolchain(&rootfs, progress));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        self.publish(
-            &tmp,
-            BASE,
-            &format!("debootstrap {SUITE} ({})", BASE_PACKAGES.join(",")),
-        )?;
+        self.publish(&tmp, BASE, &base_recipe())?;
         self.rootfs(BASE)
             .ok_or_else(|| io::Error::other("base image missing after build"))
+    }
+
+    fn meta(&self, name: &str) -> Option<ImageMeta> {
+        fs::read(self.dir.join(name).join("image.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Move an image out of the way into `.retired/`.
+    fn retire(&self, name: &str) -> io::Result<()> {
+        let retired = self.dir.join(".retired");
+        fs::create_dir_all(&retired)?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        fs::rename(
+            self.dir.join(name),
+            retired.join(format!("{name}-{stamp}-{}", std::process::id())),
+        )
+    }
+
+    /// Retired trees are deleted once no sandbox runs on this host: every sandbox holds an
+    /// address slot in the host-wide pool, so an empty pool means nobody can be using them.
+    fn prune_retired(&self, progress: &dyn Fn(&str)) {
+        let retired = self.dir.join(".retired");
+        let Ok(entries) = fs::read_dir(&retired) else {
+            return;
+        };
+        if crate::slots::claimed_this_boot(crate::network::IPAM_DIR) {
+            progress("keeping retired images: sandboxes are running on this host");
+            return;
+        }
+        for e in entries.flatten() {
+            progress(&format!("removing retired image {}", e.file_name().to_string_lossy()));
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 
     /// Every complete image.
@@ -148,14 +251,11 @@ impl ImageStore {
     /// under them: an outdated one is reported, and rebuilt when its directory is removed.
     fn warn_if_outdated(&self) {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        let meta: Option<ImageMeta> = fs::read(self.dir.join(BASE).join("image.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if meta.is_some_and(|m| m.source != base_recipe()) {
+        if self.meta(BASE).is_some_and(|m| m.source != base_recipe()) {
             ONCE.call_once(|| {
                 tracing::warn!(
                     "the base image in {} was built from another recipe than this version's \
-                     ({}); stop the server, remove that directory and run `instavm image build`",
+                     ({}); run `instavm image build` to upgrade it",
                     self.dir.join(BASE).display(),
                     base_recipe()
                 )
@@ -214,31 +314,68 @@ fn build_debian(rootfs: &Path, progress: &dyn Fn(&str)) -> io::Result<()> {
                 format!("cannot run debootstrap (apt-get install debootstrap): {e}"),
             )
         })?;
-    let stderr = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            // debootstrap's own progress lines: "I: Retrieving ...", "I: Configuring ...".
-            if let Some(step) = line.strip_prefix("I: ") {
-                progress(step);
-            }
-        }
+    // debootstrap's own progress lines: "I: Retrieving ...", "I: Configuring ...".
+    let status = follow(&mut child, progress, |line| line.strip_prefix("I: "))?;
+    if let Err(tail) = status {
+        return Err(io::Error::other(format!("debootstrap failed ({tail})")));
     }
-    let status = child.wait()?;
-    let stderr = err_thread.join().unwrap_or_default();
-    if !status.success() {
-        return Err(io::Error::other(format!(
-            "debootstrap failed ({status}): {}",
-            stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-        )));
+    fs::create_dir_all(rootfs.join("app"))?;
+    Ok(())
+}
+
+/// apt-get the toolchain into `rootfs` (in a private mount and pid namespace, with its own
+/// /proc), trust the certificate authorities the host trusts beyond Debian's, let pip install
+/// into the system Python (Debian marks it externally managed; a sandbox is the user's own
+/// machine), and drop the package caches.
+fn install_toolchain(rootfs: &Path, progress: &dyn Fn(&str)) -> io::Result<()> {
+    progress(&format!("installing {}", TOOLCHAIN_PACKAGES.join(" ")));
+    let added = copy_host_cas(rootfs)?;
+    if added > 0 {
+        progress(&format!("trusting {added} extra certificate authorities of this host"));
     }
-    // Downloaded packages are not needed at run time.
+    let resolv = rootfs.join("etc/resolv.conf");
+    let saved_resolv = fs::read(&resolv).ok();
+    // A dangling symlink here would send apt's lookups nowhere.
+    let _ = fs::remove_file(&resolv);
+    fs::copy("/etc/resolv.conf", &resolv)?;
+    let script = format!(
+        "set -e; apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends {}; apt-get clean; update-ca-certificates >/dev/null",
+        TOOLCHAIN_PACKAGES.join(" ")
+    );
+    let proc_dir = rootfs.join("proc");
+    let mut child = Command::new("unshare")
+        .arg("--mount")
+        .arg("--fork")
+        .arg("--pid")
+        .arg(format!("--mount-proc={}", proc_dir.display()))
+        .arg("chroot")
+        .arg(rootfs)
+        .args(["/bin/sh", "-c", &script])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run unshare/chroot: {e}")))?;
+    // apt's summary lines ("Need to get 150 MB of archives.", "Fetched ..."), not one per package.
+    let status = follow(&mut child, progress, |line| {
+        ["Need to get ", "After this operation", "Fetched "]
+            .iter()
+            .any(|p| line.starts_with(p))
+            .then_some(line)
+    })?;
+    match saved_resolv {
+        Some(bytes) => fs::write(&resolv, bytes)?,
+        None => fs::remove_file(&resolv)?,
+    }
+    if let Err(tail) = status {
+        return Err(io::Error::other(format!("apt-get failed: {tail}")));
+    }
+    fs::write(
+        rootfs.join("etc/pip.conf"),
+        "[global]\nbreak-system-packages = true\nroot-user-action = ignore\n",
+    )?;
     for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         for e in fs::read_dir(rootfs.join(dir))
             .into_iter()
@@ -250,8 +387,76 @@ fn build_debian(rootfs: &Path, progress: &dyn Fn(&str)) -> io::Result<()> {
             }
         }
     }
-    fs::create_dir_all(rootfs.join("app"))?;
     progress("done");
+    Ok(())
+}
+
+/// The host's trust store may hold authorities Debian's does not (an operator's private CA, a
+/// TLS-inspecting proxy in front of the package registries); without them `pip install` in a
+/// sandbox fails where it works on the host. Each becomes a file update-ca-certificates reads.
+fn copy_host_cas(rootfs: &Path) -> io::Result<usize> {
+    const BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+    let pem_blocks = |text: &str| -> Vec<String> {
+        text.split_inclusive("-----END CERTIFICATE-----")
+            .filter_map(|b| b.find("-----BEGIN CERTIFICATE-----").map(|i| b[i..].to_owned()))
+            .collect()
+    };
+    let host = fs::read_to_string(Path::new("/").join(BUNDLE)).unwrap_or_default();
+    let image = fs::read_to_string(rootfs.join(BUNDLE)).unwrap_or_default();
+    let known: std::collections::HashSet<String> = pem_blocks(&image).into_iter().collect();
+    let dir = rootfs.join("usr/local/share/ca-certificates");
+    fs::create_dir_all(&dir)?;
+    let mut added = 0;
+    for block in pem_blocks(&host).into_iter().filter(|b| !known.contains(b)) {
+        added += 1;
+        fs::write(dir.join(format!("instavm-host-{added}.crt")), format!("{block}\n"))?;
+    }
+    Ok(added)
+}
+
+/// Wait for a build step, passing the stdout lines `pick` selects to `progress`; `Err` holds
+/// the last lines of stderr when the step failed.
+fn follow(
+    child: &mut std::process::Child,
+    progress: &dyn Fn(&str),
+    pick: impl Fn(&str) -> Option<&str>,
+) -> io::Result<Result<(), String>> {
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(step) = pick(&line) {
+                progress(step);
+            }
+        }
+    }
+    let status = child.wait()?;
+    let stderr = err_thread.join().unwrap_or_default();
+    if status.success() {
+        return Ok(Ok(()));
+    }
+    let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+    Ok(Err(format!("{status}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))))
+}
+
+/// `cp -a` (reflinks where the filesystem has them): faithful to owners, modes, links and
+/// special files, which a copy of a root filesystem needs.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let _ = fs::remove_dir(to);
+    let status = Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(from)
+        .arg(to)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("cp -a failed ({status})")));
+    }
     Ok(())
 }
 

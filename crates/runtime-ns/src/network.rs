@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 /// 10.231.0.0/16: 16384 /30 slots.
 const POOL_BASE: u32 = u32::from_be_bytes([10, 231, 0, 0]);
 const POOL_SLOTS: u32 = 1 << 14;
-const IPAM_DIR: &str = "/run/instavm/ipam";
+pub(crate) const IPAM_DIR: &str = "/run/instavm/ipam";
 /// Host-side interface names are `ivm<sandbox id>` (15 bytes, the kernel's limit).
 pub const HOST_IF_PREFIX: &str = "ivm";
 

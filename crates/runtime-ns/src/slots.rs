@@ -7,6 +7,16 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Whether any slot under `dir` is claimed in this boot (by any server instance).
+pub fn claimed_this_boot(dir: &str) -> bool {
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let boot_id = boot_id.trim();
+    fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        fs::read_to_string(e.path())
+            .is_ok_and(|owner| owner.split_whitespace().next() == Some(boot_id))
+    })
+}
+
 pub struct SlotPool {
     dir: PathBuf,
     size: u32,

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Build the Debian base image with debootstrap if it is not there yet (about a minute).
+    /// Build the Debian base image (debootstrap, then the deploy toolchain with apt; about two
+    /// minutes), or upgrade an outdated one in place of a rebuild.
     Build(StoreArgs),
     /// Import a rootfs tarball (plain or gzip) as a new image. Paths that would land outside
     /// the image, and device nodes, are refused.
@@ -104,12 +105,11 @@ fn list(args: StoreArgs) -> anyhow::Result<()> {
 
 fn build(args: StoreArgs) -> anyhow::Result<()> {
     let (dir, store) = open_store(&args)?;
-    let already = store.rootfs(BASE).is_some();
     let started = Instant::now();
     let spinner = Spinner::start(args.json, "Building the base image");
     let plain = !args.json && !spinner.is_active();
-    let rootfs = store
-        .ensure_base_with(&|step| {
+    let (rootfs, built) = store
+        .upgrade_base(&|step| {
             spinner.set_message(&format!("Building the base image: {step}"));
             if plain {
                 eprintln!("base image: {step}");
@@ -120,10 +120,10 @@ fn build(args: StoreArgs) -> anyhow::Result<()> {
     let payload = json!({
         "image": BASE,
         "rootfs": rootfs.display().to_string(),
-        "built": !already,
+        "built": built,
         "seconds": started.elapsed().as_secs_f64(),
     });
-    let line = if already {
+    let line = if !built {
         format!("The base image is ready: {}", rootfs.display())
     } else {
         format!(

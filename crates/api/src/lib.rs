@@ -17,6 +17,7 @@ mod shares;
 mod users;
 mod vms;
 mod volumes;
+mod workloads;
 
 pub use audit::*;
 pub use egress::*;
@@ -30,6 +31,7 @@ pub use shares::*;
 pub use users::*;
 pub use vms::*;
 pub use volumes::*;
+pub use workloads::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -24,6 +24,7 @@ mod pty;
 mod shares;
 mod vms;
 mod volumes;
+mod workloads;
 
 pub use egress::EgressTarget;
 pub use error::Error;

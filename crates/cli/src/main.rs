@@ -45,6 +45,24 @@ enum Command {
     },
     /// Deploy an app from instavm.yaml (or zero-config detection); `--plan` prints the plan offline.
     Deploy(commands::deploy::DeployArgs),
+    /// Cookbooks: the catalogue in INSTAVM_COOKBOOKS_DIR (list, info, deploy).
+    #[command(alias = "cookbooks")]
+    Cookbook {
+        #[command(subcommand)]
+        command: Option<commands::cookbook::CookbookCommand>,
+    },
+    /// Cron workloads (deployed `kind: cron` manifests): list, run, pause, resume, history, logs.
+    Cron {
+        #[command(subcommand)]
+        command: Option<commands::workloads::CronCommand>,
+    },
+    /// Job workloads (deployed `kind: job` manifests): list, run, history, logs.
+    Job {
+        #[command(subcommand)]
+        command: Option<commands::workloads::JobCommand>,
+    },
+    /// Start a run of a cron or job workload now.
+    Run(commands::workloads::RunArgs),
     /// Open a terminal in a VM over the WebSocket API.
     Pty(commands::pty::PtyArgs),
     /// SSH into a VM through the platform's SSH gateway (runs `ssh <vm_id>@<ssh_host>`).
@@ -116,6 +134,13 @@ fn main() -> ExitCode {
             commands::image::run(c).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Deploy(args)) => commands::deploy::run(args),
+        Some(Command::Cookbook { command: None }) => group_help("cookbook"),
+        Some(Command::Cookbook { command: Some(c) }) => commands::cookbook::run(c),
+        Some(Command::Cron { command: None }) => group_help("cron"),
+        Some(Command::Cron { command: Some(c) }) => block_on(commands::workloads::run_cron(c)),
+        Some(Command::Job { command: None }) => group_help("job"),
+        Some(Command::Job { command: Some(c) }) => block_on(commands::workloads::run_job(c)),
+        Some(Command::Run(args)) => block_on(commands::workloads::run_now(args)),
         Some(Command::Pty(args)) => block_on_code(commands::pty::run(args)),
         Some(Command::Connect(args)) => commands::connect::run(args),
         Some(Command::Create(args)) => block_on(commands::vms::create(args)),

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod connect;
+pub mod cookbook;
 pub mod deploy;
 pub mod egress;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod snapshots;
 pub mod vms;
 pub mod volumes;
 pub mod whoami;
+pub mod workloads;
 
 use crate::config::{self, Overrides, Settings};
 use crate::errors::MissingKey;

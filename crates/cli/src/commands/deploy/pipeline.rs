@@ -665,6 +665,8 @@ async fn upload_and_setup(
         .filter(|_| manifest.deploy.kind == DeployKind::UploadAndRun)
     else {
         rail.finish("nothing to upload (published snapshot)");
+        rail.start("setup", "none");
+        rail.finish("no setup (published snapshot)");
         return Ok(layout);
     };
     let project = manifest.path.clone();

@@ -67,7 +67,8 @@ fn catalogue_root() -> Result<PathBuf, String> {
         .ok()
         .filter(|d| !d.is_empty())
     {
-        let root = instavm_manifest::py::path::resolve(&instavm_manifest::py::path::expanduser(&dir));
+        let root =
+            instavm_manifest::py::path::resolve(&instavm_manifest::py::path::expanduser(&dir));
         if !root.exists() {
             return Err(format!(
                 "Cookbook directory override does not exist: {}",
@@ -187,18 +188,38 @@ fn list_text(manifests: &[Manifest]) -> Vec<String> {
     let mut sorted: Vec<&Manifest> = manifests.iter().collect();
     sorted.sort_by_key(|m| {
         let c = category(m);
-        let title = if m.title.is_empty() { m.slug.clone() } else { m.title.clone() };
+        let title = if m.title.is_empty() {
+            m.slug.clone()
+        } else {
+            m.title.clone()
+        };
         (order(&c), c, usize::from(!m.secrets.is_empty()), title)
     });
-    let title_w = sorted.iter().map(|m| m.title.chars().count()).max().unwrap_or(0).min(20);
-    let slug_w = sorted.iter().map(|m| m.slug.chars().count()).max().unwrap_or(0);
+    let title_w = sorted
+        .iter()
+        .map(|m| m.title.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(20);
+    let slug_w = sorted
+        .iter()
+        .map(|m| m.slug.chars().count())
+        .max()
+        .unwrap_or(0);
     let line = |m: &Manifest| {
         let port = m
             .app
             .as_ref()
             .map_or("None".to_owned(), |a| a.port.value().to_string());
-        let key = if m.secrets.is_empty() { "no key" } else { "key" };
-        format!("  {:<title_w$}  {:<slug_w$}  :{port}  {key}", m.title, m.slug)
+        let key = if m.secrets.is_empty() {
+            "no key"
+        } else {
+            "key"
+        };
+        format!(
+            "  {:<title_w$}  {:<slug_w$}  :{port}  {key}",
+            m.title, m.slug
+        )
     };
     let mut lines = vec![format!("Cookbooks ({})", sorted.len())];
     let featured: Vec<&&Manifest> = sorted.iter().filter(|m| m.secrets.is_empty()).collect();
@@ -278,9 +299,10 @@ fn info_json(m: &Manifest) -> String {
     entries.push(("runtime_steps", Value::Array(runtime_steps)));
     entries.push((
         "terminal",
-        m.terminal.as_ref().map_or(Value::Null, |t| {
-            json!({"tmux_session": t.tmux_session, "command": t.command, "cwd": t.cwd})
-        }),
+        m.terminal.as_ref().map_or(
+            Value::Null,
+            |t| json!({"tmux_session": t.tmux_session, "command": t.command, "cwd": t.cwd}),
+        ),
     ));
     entries.push(("audience", json!(m.audience)));
     entries.push(("source_repo", json!(m.source_repo)));
@@ -309,7 +331,11 @@ fn info_text(m: &Manifest) -> Vec<String> {
         format!("Runtime: {}", runtime_label(m)),
         format!("Kind: {}", m.kind.as_str()),
         format!("Deploy: {}", m.deploy.kind.as_str()),
-        format!("VM: {} vCPU, {}MB", m.vm.vcpu_count.value(), m.vm.memory_mb.value()),
+        format!(
+            "VM: {} vCPU, {}MB",
+            m.vm.vcpu_count.value(),
+            m.vm.memory_mb.value()
+        ),
     ];
     if let Some(t) = &m.terminal {
         lines.push(format!("Terminal: {} ({})", t.command, t.tmux_session));
@@ -320,7 +346,11 @@ fn info_text(m: &Manifest) -> Vec<String> {
     }
     lines.push(format!(
         "Secrets: {}",
-        if secrets.is_empty() { "none".to_owned() } else { secrets.join(", ") }
+        if secrets.is_empty() {
+            "none".to_owned()
+        } else {
+            secrets.join(", ")
+        }
     ));
     if !m.post_deploy_notes.is_empty() {
         lines.push("Notes:".into());
@@ -350,7 +380,10 @@ pub fn run(command: CookbookCommand) -> anyhow::Result<ExitCode> {
                 Err(e) => return Ok(fail(json, &e, None)),
             };
             if json {
-                let items: Vec<String> = manifests.iter().map(|m| ordered(display_record(m))).collect();
+                let items: Vec<String> = manifests
+                    .iter()
+                    .map(|m| ordered(display_record(m)))
+                    .collect();
                 println!("{{\"cookbooks\":[{}]}}", items.join(","));
             } else {
                 for line in list_text(&manifests) {
@@ -360,9 +393,9 @@ pub fn run(command: CookbookCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CookbookCommand::Info { slug, json } => {
-            let manifest = match catalogue_root()
-                .and_then(|r| load_manifest(&r.join(&slug).join("instavm.yaml")).map_err(|e| e.to_string()))
-            {
+            let manifest = match catalogue_root().and_then(|r| {
+                load_manifest(&r.join(&slug).join("instavm.yaml")).map_err(|e| e.to_string())
+            }) {
                 Ok(m) => m,
                 Err(e) => return Ok(fail(json, &e, None)),
             };

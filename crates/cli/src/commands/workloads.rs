@@ -111,7 +111,12 @@ async fn list(rt: &RuntimeArgs, kind: WorkloadKind) -> anyhow::Result<()> {
         .map(|w| {
             let when = match (&w.schedule, w.triggers.is_empty()) {
                 (Some(s), _) => format!("{} {}", s.cron, s.timezone),
-                (None, false) => w.triggers.iter().map(|t| word(&t.kind)).collect::<Vec<_>>().join(","),
+                (None, false) => w
+                    .triggers
+                    .iter()
+                    .map(|t| word(&t.kind))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 (None, true) => "-".into(),
             };
             vec![
@@ -123,14 +128,26 @@ async fn list(rt: &RuntimeArgs, kind: WorkloadKind) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let label = if kind == WorkloadKind::Cron { "cron" } else { "job" };
+    let label = if kind == WorkloadKind::Cron {
+        "cron"
+    } else {
+        "job"
+    };
     let lines = if rows.is_empty() {
         vec![format!("No {label} workloads.")]
     } else {
-        let when = if kind == WorkloadKind::Cron { "SCHEDULE" } else { "TRIGGERS" };
+        let when = if kind == WorkloadKind::Cron {
+            "SCHEDULE"
+        } else {
+            "TRIGGERS"
+        };
         table(&["SLUG", "STATUS", when, "NEXT RUN", "VERSION"], &rows)
     };
-    emit(rt.json, &serde_json::json!({ "workloads": workloads }), &lines)
+    emit(
+        rt.json,
+        &serde_json::json!({ "workloads": workloads }),
+        &lines,
+    )
 }
 
 fn run_rows(runs: &[RunRecord]) -> Vec<Vec<String>> {
@@ -200,7 +217,9 @@ async fn history(args: &HistoryArgs) -> anyhow::Result<()> {
         vec![format!("No runs of {} yet.", args.slug)]
     } else {
         table(
-            &["RUN", "TRIGGER", "STATUS", "EXIT", "ATTEMPT", "STARTED", "DURATION"],
+            &[
+                "RUN", "TRIGGER", "STATUS", "EXIT", "ATTEMPT", "STARTED", "DURATION",
+            ],
             &run_rows(&runs),
         )
     };
@@ -211,9 +230,18 @@ async fn logs(args: &LogsArgs) -> anyhow::Result<()> {
     let client: Client = args.rt.client()?;
     let run_id = match &args.run_id {
         Some(id) => id.clone(),
-        None => match client.list_runs(&args.slug, Some(1)).await?.into_iter().next() {
+        None => match client
+            .list_runs(&args.slug, Some(1))
+            .await?
+            .into_iter()
+            .next()
+        {
             Some(run) => run.id,
-            None => anyhow::bail!("{} has no runs yet (start one with `instavm run {}`)", args.slug, args.slug),
+            None => anyhow::bail!(
+                "{} has no runs yet (start one with `instavm run {}`)",
+                args.slug,
+                args.slug
+            ),
         },
     };
     let logs = client.run_logs(&run_id).await?;
@@ -233,7 +261,11 @@ async fn pause_resume(args: &SlugArgs, pause: bool) -> anyhow::Result<()> {
     } else {
         client.resume_workload(&args.slug).await?
     };
-    let mut lines = vec![format!("{} {}", if pause { "Paused" } else { "Resumed" }, record.slug)];
+    let mut lines = vec![format!(
+        "{} {}",
+        if pause { "Paused" } else { "Resumed" },
+        record.slug
+    )];
     if let Some(next) = record.next_run_at {
         lines.push(format!("Next run: {}", next.to_rfc3339()));
     }

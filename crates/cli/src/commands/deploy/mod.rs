@@ -248,7 +248,9 @@ impl Target {
             eprintln!("  Error     {message}");
             eprintln!("  VM        {vm_id}");
             eprintln!("  Connect   instavm connect {vm_id}");
-            eprintln!("  Logs      After connecting: tail -n 200 ~/.instavm-cookbooks/logs/{slug}.log");
+            eprintln!(
+                "  Logs      After connecting: tail -n 200 ~/.instavm-cookbooks/logs/{slug}.log"
+            );
             eprintln!("  Destroy   {destroy}");
         }
         Ok(ExitCode::from(1))
@@ -375,7 +377,10 @@ fn print_workload_deployed(p: &pipeline::WorkloadPayload) {
             .unwrap_or_default();
         println!(
             "  Trigger   {kind}{}",
-            t.url.as_deref().map(|u| format!(" {u}")).unwrap_or_default()
+            t.url
+                .as_deref()
+                .map(|u| format!(" {u}"))
+                .unwrap_or_default()
         );
     }
     if let Some(secret) = &w.webhook_secret {
@@ -392,10 +397,11 @@ async fn deploy_detected(
     options: &DeployOptions,
     save: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut manifest = match instavm_manifest::detect::plan_to_manifest(&detected.plan, &detected.path) {
-        Ok(m) => m,
-        Err(e) => return Ok(fail(e)),
-    };
+    let mut manifest =
+        match instavm_manifest::detect::plan_to_manifest(&detected.plan, &detected.path) {
+            Ok(m) => m,
+            Err(e) => return Ok(fail(e)),
+        };
     if detected.private {
         if let Some(app) = manifest.app.as_mut() {
             app.share_public_default = false;
@@ -430,7 +436,13 @@ async fn deploy_detected(
         rail.start("snapshot", &format!("deploy/{}", manifest.slug));
         match pipeline::save_snapshot(&client, &payload.vm_id, &manifest.slug).await {
             Ok(Some(id)) => {
-                record::save(&detected.path, &detected.plan, &id, &payload.vm_id, &payload.share_url)?;
+                record::save(
+                    &detected.path,
+                    &detected.plan,
+                    &id,
+                    &payload.vm_id,
+                    &payload.share_url,
+                )?;
                 rail.finish(&id);
                 payload.saved_snapshot_id = Some(id);
             }

@@ -142,7 +142,11 @@ pub fn should_include(relative: &str, include: &[String], exclude: &[String]) ->
 /// The gzipped tarball of `root`'s regular files that pass the filters, and how many there are.
 /// Symbolic links are skipped (the reference's `rglob` follows them; we never read outside the
 /// project).
-pub fn bundle(root: &Path, include: &[String], exclude: &[String]) -> anyhow::Result<(Vec<u8>, usize)> {
+pub fn bundle(
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+) -> anyhow::Result<(Vec<u8>, usize)> {
     let mut excludes: Vec<String> = DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect();
     excludes.extend(exclude.iter().cloned());
     let mut files = Vec::new();

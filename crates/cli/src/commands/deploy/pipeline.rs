@@ -300,7 +300,10 @@ pub async fn validate_snapshot(client: &Client, id: &str) -> Result<(), String> 
         Err(SdkError::Api { status: 404, .. }) => Err(format!(
             "Snapshot `{id}` not found. Run `instavm snapshot ls` to see available snapshots."
         )),
-        Err(e) => Err(format!("Failed to read snapshot `{id}`: {}", sdk_message(&e))),
+        Err(e) => Err(format!(
+            "Failed to read snapshot `{id}`: {}",
+            sdk_message(&e)
+        )),
     }
 }
 
@@ -375,7 +378,10 @@ async fn pick_vaults(
     if vault.hosts.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    rail.note(&format!("Scanning org vaults for {}", vault.hosts.join(", ")));
+    rail.note(&format!(
+        "Scanning org vaults for {}",
+        vault.hosts.join(", ")
+    ));
     let vaults = match client.get_json(&["v1", "vaults"]).await {
         Ok(v) => match v {
             serde_json::Value::Object(_) => items(&v, "vaults"),
@@ -432,7 +438,11 @@ async fn pick_vaults(
             }
         }
     }
-    let unmatched: Vec<&String> = vault.hosts.iter().filter(|h| !covered.contains(h)).collect();
+    let unmatched: Vec<&String> = vault
+        .hosts
+        .iter()
+        .filter(|h| !covered.contains(h))
+        .collect();
     if vault.required && (!unmatched.is_empty() || ids.is_empty()) {
         let missing: Vec<String> = if unmatched.is_empty() {
             vault.hosts.clone()
@@ -470,7 +480,12 @@ fn vm_request(
     if let Some(t) = &manifest.vm.timeout_seconds {
         payload.insert("vm_lifetime_seconds".into(), pyint(t).into());
     }
-    if let Some(v) = manifest.vm.image_variant.as_deref().filter(|s| !s.is_empty()) {
+    if let Some(v) = manifest
+        .vm
+        .image_variant
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
         payload.insert("image_variant".into(), v.into());
     } else if manifest.vm.profile.as_deref() == Some("computer_use") {
         payload.insert("image_variant".into(), "computer-use".into());
@@ -578,7 +593,10 @@ pub fn remote_workdir(workdir: &str, remote_root: &str) -> String {
     } else if workdir == "." || workdir == "./" {
         remote_root.to_owned()
     } else {
-        format!("{remote_root}/{}", workdir.trim_matches(|c| c == '.' || c == '/'))
+        format!(
+            "{remote_root}/{}",
+            workdir.trim_matches(|c| c == '.' || c == '/')
+        )
     }
 }
 
@@ -607,11 +625,22 @@ impl Remote<'_> {
                 timeout: Some(timeout),
             })
             .await
-            .map_err(|e| format!("command execution in VM {} failed: {}", self.vm_id, sdk_message(&e)))
+            .map_err(|e| {
+                format!(
+                    "command execution in VM {} failed: {}",
+                    self.vm_id,
+                    sdk_message(&e)
+                )
+            })
     }
 
     /// Runs `script`; a non-zero exit is `message` plus the exit code and the last output lines.
-    pub async fn checked(&self, script: &str, timeout: u64, message: &str) -> Result<ExecuteResponse, String> {
+    pub async fn checked(
+        &self,
+        script: &str,
+        timeout: u64,
+        message: &str,
+    ) -> Result<ExecuteResponse, String> {
         let out = self.bash(script, timeout).await?;
         if out.exit_code != 0 {
             let how = if out.timed_out {
@@ -646,7 +675,11 @@ async fn upload_and_setup(
 ) -> Result<Layout, String> {
     rail.start("upload", "bundling and uploading the project");
     let home = remote
-        .checked("printf %s \"$HOME\"", 30, "Failed to determine the remote home directory")
+        .checked(
+            "printf %s \"$HOME\"",
+            30,
+            "Failed to determine the remote home directory",
+        )
         .await?;
     let home = match home.stdout.trim() {
         "" => "/tmp".to_owned(),
@@ -658,7 +691,11 @@ async fn upload_and_setup(
         manifest.run.as_ref().map_or(".", |r| r.workdir.as_str()),
         &root,
     );
-    let layout = Layout { base, root, workdir };
+    let layout = Layout {
+        base,
+        root,
+        workdir,
+    };
     let Some(source) = manifest
         .source
         .as_ref()
@@ -671,11 +708,10 @@ async fn upload_and_setup(
     };
     let project = manifest.path.clone();
     let (include, exclude) = (source.include.clone(), source.exclude.clone());
-    let (bytes, count) =
-        tokio::task::spawn_blocking(move || bundle(&project, &include, &exclude))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("Failed to bundle the project: {e}"))?;
+    let (bytes, count) = tokio::task::spawn_blocking(move || bundle(&project, &include, &exclude))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("Failed to bundle the project: {e}"))?;
     let size = bytes.len();
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -685,7 +721,12 @@ async fn upload_and_setup(
         .client
         .upload_bytes(&remote.session_id, &tgz, bytes)
         .await
-        .map_err(|e| format!("Failed to upload the cookbook bundle to the VM: {}", sdk_message(&e)))?;
+        .map_err(|e| {
+            format!(
+                "Failed to upload the cookbook bundle to the VM: {}",
+                sdk_message(&e)
+            )
+        })?;
     remote
         .checked(
             &format!(
@@ -702,7 +743,11 @@ async fn upload_and_setup(
     rail.start("setup", &source.setup_command);
     remote
         .checked(
-            &format!("cd {} && {}", sh_quote(&layout.workdir), source.setup_command),
+            &format!(
+                "cd {} && {}",
+                sh_quote(&layout.workdir),
+                source.setup_command
+            ),
             SETUP_TIMEOUT_SECONDS,
             "Cookbook setup command failed",
         )
@@ -744,13 +789,20 @@ fn launch_body(manifest: &Manifest, workdir: &str, env: &BTreeMap<String, String
         parts.push(pre.to_owned());
     }
     parts.push(run.map(|r| r.start_command.clone()).unwrap_or_default());
-    format!("cd {} && {exports}{}", sh_quote(workdir), parts.join(" && "))
-        .trim()
-        .to_owned()
+    format!(
+        "cd {} && {exports}{}",
+        sh_quote(workdir),
+        parts.join(" && ")
+    )
+    .trim()
+    .to_owned()
 }
 
 /// The environment of the service: the manifest's `env`, then the secrets.
-fn service_env(manifest: &Manifest, secrets: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn service_env(
+    manifest: &Manifest,
+    secrets: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = manifest.env.iter().cloned().collect();
     env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
@@ -773,7 +825,10 @@ fn logs_command(
     if mode == "systemd" {
         format!("{prefix} journalctl --no-pager -u {service_name} -n 200")
     } else {
-        format!("{prefix} tail -n 200 {}", sh_quote(&format!("{base}/logs/{slug}.log")))
+        format!(
+            "{prefix} tail -n 200 {}",
+            sh_quote(&format!("{base}/logs/{slug}.log"))
+        )
     }
 }
 
@@ -796,7 +851,8 @@ pub async fn deploy_service(
     let (vault_ids, bindings) = pick_vaults(client, req, rail)
         .await
         .map_err(DeployFailure::Before)?;
-    let request = vm_request(m, snapshot_id.as_deref(), &vault_ids).map_err(DeployFailure::Before)?;
+    let request =
+        vm_request(m, snapshot_id.as_deref(), &vault_ids).map_err(DeployFailure::Before)?;
     let (vm_id, session_id) = create_vm(client, &request, rail)
         .await
         .map_err(DeployFailure::Before)?;
@@ -921,10 +977,22 @@ pub async fn deploy_service(
             share_url,
             healthcheck_url,
             connect_command: format!("instavm connect {vm_id}"),
-            logs_command: logs_command(logs_hint.as_deref(), &vm_id, &req.ssh_host, &service_name, &m.slug, &service_mode, &base),
+            logs_command: logs_command(
+                logs_hint.as_deref(),
+                &vm_id,
+                &req.ssh_host,
+                &service_name,
+                &m.slug,
+                &service_mode,
+                &base,
+            ),
             destroy_command: format!("instavm rm {vm_id}"),
             configured_secrets: configured,
-            env: m.env_names_sorted().into_iter().map(str::to_owned).collect(),
+            env: m
+                .env_names_sorted()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             vault_ids,
             vault_bindings: bindings,
             notes: m.post_deploy_notes.clone(),
@@ -946,7 +1014,15 @@ pub async fn deploy_service(
                     service_mode: service_mode.clone(),
                     port,
                     connect_command: format!("instavm connect {vm_id}"),
-                    logs_command: logs_command(logs_hint.as_deref(), &vm_id, &req.ssh_host, &service_name, &m.slug, &service_mode, &base),
+                    logs_command: logs_command(
+                        logs_hint.as_deref(),
+                        &vm_id,
+                        &req.ssh_host,
+                        &service_name,
+                        &m.slug,
+                        &service_mode,
+                        &base,
+                    ),
                     destroy_command: format!("instavm rm {vm_id}"),
                     configured_secrets: configured,
                     timings: rail.timings.clone(),
@@ -958,7 +1034,12 @@ pub async fn deploy_service(
 
 /// Step 16: GET the share's health URL until it answers 2xx or 3xx. A private share is
 /// checked with the owner's key.
-async fn verify_share(client: &Client, url: &str, private: bool, timeout: u64) -> Result<(), String> {
+async fn verify_share(
+    client: &Client,
+    url: &str,
+    private: bool,
+    timeout: u64,
+) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
@@ -986,7 +1067,11 @@ async fn verify_share(client: &Client, url: &str, private: bool, timeout: u64) -
 }
 
 /// `--save-snapshot`: snapshot the deployed VM as `deploy/<slug>`.
-pub async fn save_snapshot(client: &Client, vm_id: &str, slug: &str) -> Result<Option<String>, String> {
+pub async fn save_snapshot(
+    client: &Client,
+    vm_id: &str,
+    slug: &str,
+) -> Result<Option<String>, String> {
     let snap = client
         .snapshot_vm(
             vm_id,
@@ -1052,10 +1137,12 @@ pub async fn deploy_workload(
     };
     let mut triggers = Vec::new();
     for t in &m.triggers {
-        let kind: TriggerType = serde_json::from_value(serde_json::Value::String(t.kind.clone()))
-            .map_err(|e| DeployFailure::Before(format!("triggers.type: {e}")))?;
-        let auth: TriggerAuth = serde_json::from_value(serde_json::Value::String(t.auth.clone()))
-            .map_err(|e| DeployFailure::Before(format!("triggers.auth: {e}")))?;
+        let kind: TriggerType =
+            serde_json::from_value(serde_json::Value::String(t.kind.clone()))
+                .map_err(|e| DeployFailure::Before(format!("triggers.type: {e}")))?;
+        let auth: TriggerAuth =
+            serde_json::from_value(serde_json::Value::String(t.auth.clone()))
+                .map_err(|e| DeployFailure::Before(format!("triggers.auth: {e}")))?;
         triggers.push(Trigger {
             kind,
             path: t.path.clone(),
@@ -1090,7 +1177,11 @@ pub async fn deploy_workload(
             )
             .await
             .map_err(|e| format!("Failed to snapshot the build VM: {}", sdk_message(&e)))?;
-        let snap_id = if snap.snapshot_id.is_empty() { snap.id } else { snap.snapshot_id };
+        let snap_id = if snap.snapshot_id.is_empty() {
+            snap.id
+        } else {
+            snap.snapshot_id
+        };
         rail.finish(&snap_id);
         rail.start("register", &format!("{} {}", kind_str(kind), m.slug));
         let mut start = Vec::new();
@@ -1124,7 +1215,11 @@ pub async fn deploy_workload(
         Ok(workload) => {
             rail.start("cleanup", &format!("destroying the build VM {vm_id}"));
             let destroyed = client.delete_vm(&vm_id).await.is_ok();
-            rail.finish(if destroyed { "destroyed" } else { "could not destroy it" });
+            rail.finish(if destroyed {
+                "destroyed"
+            } else {
+                "could not destroy it"
+            });
             Ok(WorkloadPayload {
                 workload,
                 snapshot_name,

@@ -33,7 +33,10 @@ pub fn record_path(project: &Path) -> anyhow::Result<PathBuf> {
 /// The reference's `_deploy_fingerprint`: sha256 of `json.dumps(..., sort_keys=True)`.
 pub fn fingerprint(plan: &DeployPlan) -> String {
     let value = Json::object([
-        ("build_command", Json::opt_str(plan.build_command.as_deref())),
+        (
+            "build_command",
+            Json::opt_str(plan.build_command.as_deref()),
+        ),
         ("health_path", Json::str(&plan.health_path)),
         ("install_command", Json::str(&plan.install_command)),
         ("package_manager", Json::str(&plan.package_manager)),

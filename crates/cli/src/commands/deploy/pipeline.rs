@@ -904,16 +904,18 @@ pub async fn deploy_service(
         let internal = format!("http://127.0.0.1:{port}{}", app.healthcheck_path);
         rail.start("health", &internal);
         let readiness = pyint(&app.readiness_timeout_seconds).max(1) as u64;
-        let attempts = (readiness / 2).max(1);
+        // The reference's budget (`readiness // 2` tries, 2 s apart), polled every 0.25 s so
+        // that an app that is up in half a second is not reported two seconds later.
+        let budget = 2 * (readiness / 2).max(1);
         let script = format!(
-            "URL={url}\nlast='no answer'\nfor _ in $(seq 1 {attempts}); do\n  \
+            "URL={url}\nlast='no answer'\nend=$((SECONDS + {budget}))\nwhile :; do\n  \
              code=$(curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 \"$URL\" 2>/tmp/.instavm-health.err); rc=$?\n  \
              if [ $rc -eq 0 ] && [ \"$code\" -ge 200 ] && [ \"$code\" -lt 400 ]; then exit 0; fi\n  \
              if [ $rc -eq 0 ]; then last=\"HTTP $code\"; else last=$(tail -n 1 /tmp/.instavm-health.err); fi\n  \
-             sleep 2\ndone\nprintf '%s' \"$last\"\nexit 1\n",
+             [ $SECONDS -ge $end ] && break\n  sleep 0.25\ndone\nprintf '%s' \"$last\"\nexit 1\n",
             url = sh_quote(&internal),
         );
-        let out = remote.bash(&script, attempts * 8 + 30).await?;
+        let out = remote.bash(&script, budget + 60).await?;
         if out.exit_code != 0 {
             let answer = match out.stdout.trim() {
                 "" => "no answer".to_owned(),
@@ -926,7 +928,7 @@ pub async fn deploy_service(
                 .unwrap_or_default();
             return Err(format!(
                 "Timed out waiting for the app healthcheck: {internal} last answered: {answer} \
-                 (after {attempts} tries over {readiness}s). Last lines of {log_file}:\n{log_tail}\n\
+                 (checked for {budget}s). Last lines of {log_file}:\n{log_tail}\n\
                  Use `instavm connect {vm_id}` to inspect the VM."
             ));
         }

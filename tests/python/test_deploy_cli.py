@@ -497,3 +497,239 @@ def test_cron_deploy_and_commands(server, api_key, cli_env, tmp_path):
     assert resumed["status"] == "active"
     table = deploy(cli_env, api_key, "cron", "history", slug)
     assert "succeeded" in table.stdout and "RUN" in table.stdout
+
+
+class WorkloadsStub:
+    """A stand-in for the workloads API in front of the real server, until the server has it.
+
+    `/v1/workloads*` and `/v1/runs*` are answered here with the wire types of
+    crates/api/src/workloads.rs; a manual run really boots a VM from the workload's snapshot on
+    the real server and runs its start command there, so the test sees what the deploy built.
+    Everything else is forwarded to the real server unchanged.
+    """
+
+    def __init__(self, upstream):
+        import http.server
+        import threading
+
+        self.upstream = upstream
+        self.workloads = {}
+        self.requests = []
+        self.runs = {}
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path.split("?", 1)[0]
+                if path.startswith("/v1/workloads") or path.startswith("/v1/runs"):
+                    status, payload = stub.handle(self.command, self.path, body, self.headers.get("X-API-Key"))
+                    data = json.dumps(payload).encode()
+                    ctype = "application/json"
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                    req = urllib.request.Request(upstream + self.path, data=body if body or self.command in ("POST", "PUT", "PATCH") else None, headers=headers, method=self.command)
+                    try:
+                        with urllib.request.urlopen(req, timeout=600) as res:
+                            status, data, ctype = res.status, res.read(), res.headers.get("Content-Type", "application/json")
+                    except urllib.error.HTTPError as e:
+                        status, data, ctype = e.code, e.read(), e.headers.get("Content-Type", "application/json")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _any
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+    @staticmethod
+    def now():
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def handle(self, method, path, body, key):
+        parts = path.split("?", 1)[0].strip("/").split("/")
+        if parts[:2] == ["v1", "workloads"]:
+            if len(parts) == 2 and method == "POST":
+                req = json.loads(body)
+                self.requests.append(req)
+                old = self.workloads.get(req["slug"])
+                triggers = [dict(t, url=f"{self.base_url}/v1/hooks/wl_{req['slug']}{t.get('path') or ''}") if t["type"] == "webhook" else dict(t) for t in req.get("triggers") or []]
+                rec = {
+                    "id": old["id"] if old else f"wl_{uuid.uuid4().hex[:12]}", "slug": req["slug"], "kind": req["kind"],
+                    "version": req.get("version") or "", "status": "active", "snapshot_id": req["snapshot_id"],
+                    "workdir": req.get("workdir") or "", "start_command": req["start_command"],
+                    "env_keys": sorted(req.get("env") or {}), "vm": req.get("vm") or {}, "schedule": req.get("schedule"),
+                    "triggers": triggers, "next_run_at": "2030-01-01T03:00:00Z" if req.get("schedule") else None,
+                    "created_at": old["created_at"] if old else self.now(), "updated_at": self.now(),
+                    "_env": req.get("env") or {},
+                }
+                self.workloads[req["slug"]] = rec
+                out = {k: v for k, v in rec.items() if not k.startswith("_")}
+                if any(t.get("auth") == "hmac" for t in triggers):
+                    out["webhook_secret"] = "whsec_" + uuid.uuid4().hex
+                return (200 if old else 201), out
+            if len(parts) == 2 and method == "GET":
+                return 200, {"workloads": [{k: v for k, v in w.items() if not k.startswith("_")} for w in self.workloads.values()]}
+            w = self.workloads.get(parts[2]) if len(parts) > 2 else None
+            if w is None:
+                return 404, {"detail": "workload not found"}
+            public = {k: v for k, v in w.items() if not k.startswith("_")}
+            if len(parts) == 3 and method == "GET":
+                return 200, public
+            if len(parts) == 3 and method == "DELETE":
+                del self.workloads[parts[2]]
+                return 200, {"deleted": True, "slug": parts[2]}
+            if parts[3] in ("pause", "resume"):
+                w["status"] = "paused" if parts[3] == "pause" else "active"
+                return 200, {k: v for k, v in w.items() if not k.startswith("_")}
+            if parts[3] == "runs" and method == "POST":
+                return 202, self.run(w, key)
+            if parts[3] == "runs" and method == "GET":
+                runs = [r for r, _ in self.runs.values() if r["slug"] == w["slug"]]
+                return 200, {"runs": list(reversed(runs))}
+        if parts[:2] == ["v1", "runs"] and len(parts) >= 3 and parts[2] in self.runs:
+            run, logs = self.runs[parts[2]]
+            return 200, (logs if parts[-1] == "logs" else run)
+        return 404, {"detail": "Not Found"}
+
+    def run(self, w, key):
+        """Boot a VM from the snapshot on the real server and run the start command there."""
+        def call(method, path, body=None):
+            req = urllib.request.Request(self.upstream + path, data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "X-API-Key": key}, method=method)
+            with urllib.request.urlopen(req, timeout=300) as res:
+                return json.loads(res.read())
+
+        started = self.now()
+        vm = call("POST", "/v1/vms?wait=true", {"snapshot_id": w["snapshot_id"], "memory_mb": 512})
+        exports = "".join(f"export {k}='{v}'; " for k, v in sorted(w["_env"].items()))
+        out = call("POST", "/execute", {"command": f"cd {w['workdir']} && {exports}{w['start_command']}",
+                                        "session_id": vm["session_id"], "language": "bash", "timeout": 60})
+        call("DELETE", f"/v1/vms/{vm['vm_id']}")
+        run_id = f"run_{uuid.uuid4().hex[:12]}"
+        run = {"id": run_id, "workload_id": w["id"], "slug": w["slug"], "trigger": "manual",
+               "status": "succeeded" if out["exit_code"] == 0 else "failed", "exit_code": out["exit_code"], "attempt": 1,
+               "scheduled_for": None, "created_at": started, "started_at": started, "finished_at": self.now(),
+               "duration_ms": int(out["execution_time"] * 1000), "vm_id": vm["vm_id"], "error": None}
+        self.runs[run_id] = (run, {"run_id": run_id, "stdout": out["stdout"], "stderr": out["stderr"]})
+        return run
+
+
+JOB_MANIFEST = """
+schema_version: 2
+kind: job
+slug: {slug}
+title: on demand
+version: "2.0.0"
+summary: a job
+category: jobs
+runtime: node
+deploy:
+  kind: upload_and_run
+vm:
+  memory_mb: 512
+  vcpu_count: 1
+run:
+  workdir: .
+  start_command: node job.js
+source:
+  include: ["*"]
+  setup_command: echo job-built > built.txt
+triggers:
+  - type: manual
+  - type: webhook
+    path: /go
+    auth: hmac
+secrets:
+  - name: Token
+    prompt: Token
+    env_name: JOB_TOKEN
+post_deploy_notes: []
+"""
+
+
+def test_cron_and_job_deploys_and_commands_against_a_workloads_stub(server, api_key, cli_env, tmp_path):
+    stub = WorkloadsStub(server.base_url)
+    env = dict(cli_env, INSTAVM_BASE_URL=stub.base_url)
+    try:
+        # Without a workloads API, `cron ls` says so.
+        plain = deploy(cli_env, api_key, "cron", "ls")
+        if not workloads_supported(server, api_key):
+            assert plain.returncode == 1 and "no workloads API" in plain.stderr
+        cron = tmp_path / "cron"
+        write(cron, {
+            "job.py": "import os; print('ran as', os.environ['WHO'], open('built.txt').read().strip())\n",
+            "instavm.yaml": CRON_MANIFEST.format(slug="nightly"),
+        })
+        proc = deploy(env, api_key, "deploy", str(cron), "-y", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        w = payload_of(proc)
+        assert w["slug"] == "nightly" and w["kind"] == "cron" and w["status"] == "active"
+        assert w["snapshot_name"] == "workload/nightly/1.0.0" and w["build_vm_destroyed"] is True
+        assert list(w["timings"]) == ["create", "upload", "setup", "snapshot", "register", "cleanup"]
+        req = stub.requests[-1]
+        assert req["workdir"] == "/root/.instavm-cookbooks/nightly" and req["start_command"] == "python3 job.py"
+        assert req["env"] == {"WHO": "cron"} and req["vm"] == {"memory_mb": 512, "vcpu_count": 1}
+        assert req["schedule"] == {"cron": "0 3 * * *", "timezone": "UTC", "concurrency": "skip", "catchup": "run-once",
+                                   "retries": {"max": 0, "backoff_seconds": 30}}
+        status, snap = api(server, api_key, "GET", f"/v1/snapshots/{w['snapshot_id']}")
+        assert status == 200 and snap["name"] == "workload/nightly/1.0.0" and snap["status"] == "ready"
+        status, vm = api(server, api_key, "GET", f"/v1/vms/{w['build_vm_id']}")
+        assert vm["status"] != "active"
+        # The commands.
+        ls = deploy(env, api_key, "cron", "ls")
+        assert ls.returncode == 0 and "nightly" in ls.stdout and "0 3 * * * UTC" in ls.stdout
+        assert [x["slug"] for x in payload_of(deploy(env, api_key, "cron", "ls", "--json"))["workloads"]] == ["nightly"]
+        run = deploy(env, api_key, "run", "nightly", "--wait", "--json")
+        assert run.returncode == 0, run.stdout + run.stderr
+        r = payload_of(run)
+        assert r["run"]["status"] == "succeeded" and r["logs"]["stdout"] == "ran as cron built\n"
+        started = deploy(env, api_key, "cron", "run", "nightly")
+        assert started.returncode == 0 and started.stdout.startswith("Started run run_")
+        hist = payload_of(deploy(env, api_key, "cron", "history", "nightly", "--json"))
+        assert len(hist["runs"]) == 2 and hist["runs"][1]["id"] == r["run"]["id"]
+        table = deploy(env, api_key, "cron", "history", "nightly")
+        assert table.stdout.splitlines()[0].split() == ["RUN", "TRIGGER", "STATUS", "EXIT", "ATTEMPT", "STARTED", "DURATION"]
+        logs = deploy(env, api_key, "cron", "logs", "nightly", "--run", r["run"]["id"])
+        assert logs.returncode == 0 and logs.stdout == "ran as cron built\n"
+        assert payload_of(deploy(env, api_key, "cron", "pause", "nightly", "--json"))["status"] == "paused"
+        assert deploy(env, api_key, "cron", "resume", "nightly").stdout.startswith("Resumed nightly")
+        # A job with a secret, a manual and an hmac webhook trigger.
+        job = tmp_path / "job"
+        write(job, {
+            "job.js": "const fs = require('fs'); console.log('job', process.env.JOB_TOKEN, fs.readFileSync('built.txt', 'utf8').trim());\n",
+            "instavm.yaml": JOB_MANIFEST.format(slug="ondemand"),
+        })
+        proc = deploy(env, api_key, "deploy", str(job), "-y", "--json", "--env", "JOB_TOKEN=t0k")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        j = payload_of(proc)
+        assert j["kind"] == "job" and j["configured_secrets"] == ["JOB_TOKEN"] and j["webhook_secret"].startswith("whsec_")
+        assert stub.requests[-1]["triggers"] == [{"type": "manual", "auth": "none"}, {"type": "webhook", "path": "/go", "auth": "hmac"}]
+        assert stub.requests[-1]["env"] == {"JOB_TOKEN": "t0k"}
+        assert [x["slug"] for x in payload_of(deploy(env, api_key, "job", "ls", "--json"))["workloads"]] == ["ondemand"]
+        text = deploy(env, api_key, "run", "ondemand", "--wait")
+        assert text.returncode == 0 and text.stdout == "job t0k job-built\n" and "succeeded" in text.stderr
+        assert payload_of(deploy(env, api_key, "job", "logs", "ondemand", "--json"))["stdout"] == "job t0k job-built\n"
+        assert deploy(env, api_key, "job", "history", "ondemand").returncode == 0
+        assert deploy(env, api_key, "job", "rm", "ondemand").returncode == 0
+        assert payload_of(deploy(env, api_key, "job", "ls", "--json"))["workloads"] == []
+        # A failing build keeps the build VM and reports it.
+        write(cron, {"instavm.yaml": CRON_MANIFEST.format(slug="nightly").replace("echo built > built.txt", "exit 4")})
+        failed = deploy(env, api_key, "deploy", str(cron), "-y", "--json")
+        assert failed.returncode == 1
+        f = payload_of(failed)
+        assert f["status"] == "failed" and f["kind"] == "cron" and "exit code 4" in f["error"]
+        assert f["destroy_command"] == f"instavm rm {f['vm_id']}"
+    finally:
+        stub.stop()

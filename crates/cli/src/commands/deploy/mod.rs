@@ -331,7 +331,7 @@ pub async fn deploy_manifest(
         ssh_host,
     };
     if matches!(manifest.kind, Kind::Cron | Kind::Job) {
-        let mut rail = Rail::new(5);
+        let mut rail = Rail::new(6);
         return match pipeline::deploy_workload(&client, &req, &mut rail).await {
             Ok(payload) => {
                 if target.json {

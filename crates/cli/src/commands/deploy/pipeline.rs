@@ -1208,7 +1208,12 @@ pub async fn deploy_workload(
                 triggers: triggers.clone(),
             })
             .await
-            .map_err(|e| format!("Failed to register the workload: {}", sdk_message(&e)))?;
+            .map_err(|e| match e {
+                SdkError::Api { status: 404, .. } => "Failed to register the workload: this server \
+                     has no workloads API (POST /v1/workloads answered 404)."
+                    .to_owned(),
+                e => format!("Failed to register the workload: {}", sdk_message(&e)),
+            })?;
         rail.finish(&record.id);
         Ok(record)
     }

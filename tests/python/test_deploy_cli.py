@@ -516,6 +516,8 @@ class WorkloadsStub:
         self.workloads = {}
         self.requests = []
         self.runs = {}
+        # {vault_id: (name, [service, ...])}, answered at /v1/vaults when set.
+        self.vaults = None
         stub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -526,7 +528,8 @@ class WorkloadsStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
-                if path.startswith("/v1/workloads") or path.startswith("/v1/runs"):
+                ours = path.startswith("/v1/workloads") or path.startswith("/v1/runs")
+                if ours or (path.startswith("/v1/vaults") and stub.vaults is not None):
                     status, payload = stub.handle(self.command, self.path, body, self.headers.get("X-API-Key"))
                     data = json.dumps(payload).encode()
                     ctype = "application/json"
@@ -559,6 +562,12 @@ class WorkloadsStub:
 
     def handle(self, method, path, body, key):
         parts = path.split("?", 1)[0].strip("/").split("/")
+        if parts[:2] == ["v1", "vaults"]:
+            if len(parts) == 2:
+                return 200, {"vaults": [{"id": vid, "name": name} for vid, (name, _) in self.vaults.items()]}
+            if len(parts) == 4 and parts[3] == "services" and parts[2] in self.vaults:
+                return 200, self.vaults[parts[2]][1]
+            return 404, {"detail": "Not Found"}
         if parts[:2] == ["v1", "workloads"]:
             if len(parts) == 2 and method == "POST":
                 req = json.loads(body)
@@ -731,5 +740,63 @@ def test_cron_and_job_deploys_and_commands_against_a_workloads_stub(server, api_
         f = payload_of(failed)
         assert f["status"] == "failed" and f["kind"] == "cron" and "exit code 4" in f["error"]
         assert f["destroy_command"] == f"instavm rm {f['vm_id']}"
+    finally:
+        stub.stop()
+
+
+VAULT_EXTRA = """secrets: []
+vault:
+  required: {required}
+  hosts: [api.openai.com, api.anthropic.com, api.example.org]
+"""
+
+
+def test_vault_discovery_and_override(server, api_key, cli_env, tmp_path):
+    app = tmp_path / "vaulted"
+    write(app, dict(FLASK_APP, **{"instavm.yaml": manifest(
+        "vaulted", port=5000, start="python3 -m flask run --host 0.0.0.0 --port 5000",
+        setup="pip install -r requirements.txt", extra=VAULT_EXTRA.format(required="false"))}))
+    # Our server has no vaults yet (404): discovery finds none and the deploy goes on.
+    proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    p = payload_of(proc)
+    assert p["vault_ids"] == [] and p["vault_bindings"] == []
+    assert "No org vault binding found for: api.openai.com, api.anthropic.com, api.example.org" in proc.stderr
+    # --vault IDs go to the VM as given, de-duplicated, without discovery.
+    proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json", "--vault", "v1", "--vault", "v1", "--vault", "v2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    p = payload_of(proc)
+    assert p["vault_ids"] == ["v1", "v2"]
+    assert api(server, api_key, "GET", f"/v1/vms/{p['vm_id']}")[1]["vault_ids"] == ["v1", "v2"]
+    # A server with vaults: the first vault that covers a host wins; disabled services do not count.
+    stub = WorkloadsStub(server.base_url)
+    stub.vaults = {
+        "vlt_a": ("team-a", [{"id": "s1", "host": "API.OpenAI.com", "enabled": True}]),
+        "vlt_b": ("team-b", {"services": [{"id": "s2", "host": "api.openai.com"},
+                                           {"id": "s3", "host": "api.anthropic.com"}]}),
+        "vlt_c": ("team-c", [{"id": "s4", "host": "api.example.org", "enabled": False}]),
+    }
+    env = dict(cli_env, INSTAVM_BASE_URL=stub.base_url)
+    try:
+        proc = deploy(env, api_key, "deploy", str(app), "-y", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        p = payload_of(proc)
+        assert p["vault_ids"] == ["vlt_a", "vlt_b"]
+        assert p["vault_bindings"] == [
+            {"host": "api.openai.com", "vault_id": "vlt_a", "vault_name": "team-a"},
+            {"host": "api.anthropic.com", "vault_id": "vlt_b", "vault_name": "team-b"},
+        ]
+        assert api(server, api_key, "GET", f"/v1/vms/{p['vm_id']}")[1]["vault_ids"] == ["vlt_a", "vlt_b"]
+        nov = payload_of(deploy(env, api_key, "deploy", str(app), "-y", "--json", "--no-vault"))
+        assert nov["vault_ids"] == []
+        # vault.required with a host nobody covers: an error before any VM.
+        write(app, {"instavm.yaml": manifest(
+            "vaulted", port=5000, start="python3 -m flask run --host 0.0.0.0 --port 5000",
+            setup="pip install -r requirements.txt", extra=VAULT_EXTRA.format(required="true"))})
+        proc = deploy(env, api_key, "deploy", str(app), "-y", "--json")
+        assert proc.returncode == 1
+        f = payload_of(proc)
+        assert list(f) == ["status", "error"]  # the reference's order
+        assert f["error"].startswith("This cookbook requires an org vault for: api.example.org.")
     finally:
         stub.stop()

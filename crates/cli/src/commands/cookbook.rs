@@ -361,11 +361,7 @@ fn info_text(m: &Manifest) -> Vec<String> {
 
 fn fail(json: bool, message: &str, slug: Option<&str>) -> ExitCode {
     if json {
-        let mut v = json!({"status": "failed", "error": message});
-        if let Some(slug) = slug {
-            v["slug"] = slug.into();
-        }
-        println!("{v}");
+        deploy::print_failed_before(message, slug);
     } else {
         eprintln!("Error: {message}");
     }

@@ -101,14 +101,14 @@ fn word<T: serde::Serialize>(v: &T) -> String {
 async fn list(rt: &RuntimeArgs, kind: WorkloadKind) -> anyhow::Result<()> {
     let client = rt.client()?;
     let workloads: Vec<WorkloadRecord> = match client.list_workloads().await {
-        Err(instavm_sdk::Error::Api { status: 404, .. }) => anyhow::bail!(
-            "this server has no workloads API (GET /v1/workloads answered 404)"
-        ),
+        Err(instavm_sdk::Error::Api { status: 404, .. }) => {
+            anyhow::bail!("this server has no workloads API (GET /v1/workloads answered 404)")
+        }
         other => other?,
     }
     .into_iter()
-        .filter(|w| w.kind == kind)
-        .collect();
+    .filter(|w| w.kind == kind)
+    .collect();
     let rows: Vec<Vec<String>> = workloads
         .iter()
         .map(|w| {

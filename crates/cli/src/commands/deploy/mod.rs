@@ -196,6 +196,24 @@ struct Failed<'a, T: Serialize> {
     partial: T,
 }
 
+/// `{"status":"failed","error":...[,"slug":...]}`, keys in the reference's order.
+pub fn print_failed_before(message: &str, slug: Option<&str>) {
+    #[derive(Serialize)]
+    struct Before<'a> {
+        status: &'static str,
+        error: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slug: Option<&'a str>,
+    }
+    let line = serde_json::to_string(&Before {
+        status: "failed",
+        error: message,
+        slug,
+    })
+    .unwrap_or_default();
+    println!("{line}");
+}
+
 impl Target {
     fn client(&self) -> anyhow::Result<(instavm_sdk::Client, String)> {
         let settings = config::resolve(&Overrides {
@@ -213,11 +231,8 @@ impl Target {
     /// A failure before any VM exists: `{status, error}` (plus `slug` for cookbooks).
     pub fn fail_before(&self, message: &str, slug: &str) -> ExitCode {
         if self.json {
-            let mut v = serde_json::json!({"status": "failed", "error": message});
-            if self.style == Style::Cookbook {
-                v["slug"] = slug.into();
-            }
-            println!("{v}");
+            let slug = (self.style == Style::Cookbook).then_some(slug);
+            print_failed_before(message, slug);
         } else {
             eprintln!("Error: {message}");
         }

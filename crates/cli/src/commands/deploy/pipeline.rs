@@ -1209,9 +1209,11 @@ pub async fn deploy_workload(
             })
             .await
             .map_err(|e| match e {
-                SdkError::Api { status: 404, .. } => "Failed to register the workload: this server \
+                SdkError::Api { status: 404, .. } => {
+                    "Failed to register the workload: this server \
                      has no workloads API (POST /v1/workloads answered 404)."
-                    .to_owned(),
+                        .to_owned()
+                }
                 e => format!("Failed to register the workload: {}", sdk_message(&e)),
             })?;
         rail.finish(&record.id);

@@ -414,7 +414,9 @@ def test_cookbook_list_info_deploy(server, api_key, cli_env, cookbooks):
         theirs = subprocess.run([OFFICIAL_CLI, *args], env=dict(cli_env, **env), capture_output=True, text=True)
         assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
         if "--json" in args:
-            assert json.loads(ours.stdout) == json.loads(theirs.stdout)
+            # The same values with the keys in the same order at every level.
+            pairs = lambda text: json.loads(text, object_pairs_hook=lambda kv: kv)  # noqa: E731
+            assert pairs(ours.stdout) == pairs(theirs.stdout)
         else:
             assert ours.stdout == theirs.stdout
     proc = deploy(cli_env, api_key, "cookbook", "deploy", "hello-fastapi", "--json", extra_env=env)
@@ -800,3 +802,38 @@ def test_vault_discovery_and_override(server, api_key, cli_env, tmp_path):
         assert f["error"].startswith("This cookbook requires an org vault for: api.example.org.")
     finally:
         stub.stop()
+
+
+def test_cookbook_info_and_list_match_the_official_cli_on_every_conformance_manifest(cli_env, tmp_path):
+    root = tmp_path / "catalogue"
+    for i, path in enumerate(sorted(CONFORMANCE.glob("*.yaml"))):
+        d = root / f"c{i:02d}"
+        d.mkdir(parents=True)
+        shutil.copy(path, d / "instavm.yaml")
+        for name in ("Dockerfile",):
+            (d / name).write_text("FROM scratch\n")
+    env = dict(cli_env, INSTAVM_COOKBOOKS_DIR=str(root))
+    pairs = lambda text: json.loads(text, object_pairs_hook=lambda kv: kv)  # noqa: E731
+    compared = 0
+    for d in sorted(root.iterdir()):
+        args = ["cookbook", "info", d.name, "--json"]
+        ours = subprocess.run([BIN, *args], env=env, capture_output=True, text=True)
+        theirs = subprocess.run([OFFICIAL_CLI, *args], env=env, capture_output=True, text=True)
+        assert (ours.returncode == 0) == (theirs.returncode == 0), (d, ours.stderr, theirs.stderr)
+        if theirs.returncode == 0:
+            assert pairs(ours.stdout) == pairs(theirs.stdout), d
+            text = [BIN, "cookbook", "info", d.name]
+            assert subprocess.run(text, env=env, capture_output=True, text=True).stdout == \
+                subprocess.run([OFFICIAL_CLI, *text[1:]], env=env, capture_output=True, text=True).stdout, d
+            compared += 1
+        else:
+            shutil.rmtree(d)  # `list` fails on any bad manifest, in both CLIs
+    assert compared > 50
+    for args in (["cookbook", "list", "--json"], ["cookbook", "list"]):
+        ours = subprocess.run([BIN, *args], env=env, capture_output=True, text=True)
+        theirs = subprocess.run([OFFICIAL_CLI, *args], env=env, capture_output=True, text=True)
+        assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+        if "--json" in args:
+            assert pairs(ours.stdout) == pairs(theirs.stdout)
+        else:
+            assert ours.stdout == theirs.stdout

@@ -112,13 +112,6 @@ fn int(v: &instavm_manifest::yaml::PyInt) -> Value {
     }
 }
 
-fn json_of(j: &Json) -> Value {
-    dumps(j)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null)
-}
-
 fn runtime_label(m: &Manifest) -> &str {
     m.runtime.label()
 }
@@ -137,19 +130,6 @@ fn display_record(m: &Manifest) -> Vec<(&'static str, Value)> {
         ("requires_secrets", json!(!m.secrets.is_empty())),
         ("version", json!(m.version)),
     ]
-}
-
-/// A JSON object whose keys keep the given order (serde_json sorts its maps).
-fn ordered(entries: Vec<(&'static str, Value)>) -> String {
-    let body: Vec<String> = entries
-        .iter()
-        .map(|(k, v)| format!("{}:{}", json!(k), ordered_value(v)))
-        .collect();
-    format!("{{{}}}", body.join(","))
-}
-
-fn ordered_value(v: &Value) -> String {
-    v.to_string()
 }
 
 fn title_case(value: &str) -> String {
@@ -244,82 +224,160 @@ fn list_text(manifests: &[Manifest]) -> Vec<String> {
     lines
 }
 
+/// A value as compact JSON.
+fn v(x: impl serde::Serialize) -> String {
+    serde_json::to_string(&x).unwrap_or_else(|_| "null".into())
+}
+
+/// An object whose keys keep the given order; values are rendered JSON.
+fn obj(entries: &[(&str, String)]) -> String {
+    let body: Vec<String> = entries
+        .iter()
+        .map(|(k, val)| format!("{}:{val}", v(k)))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn arr(items: Vec<String>) -> String {
+    format!("[{}]", items.join(","))
+}
+
+/// The reference's `handle_cookbook_info` payload, keys in its order at every level.
 fn info_json(m: &Manifest) -> String {
-    let mut entries = display_record(m);
+    let mut entries: Vec<(&str, String)> = display_record(m)
+        .into_iter()
+        .map(|(k, val)| (k, v(val)))
+        .collect();
     entries.push((
         "vm",
-        json!({
-            "memory_mb": int(&m.vm.memory_mb),
-            "vcpu_count": int(&m.vm.vcpu_count),
-            "timeout_seconds": m.vm.timeout_seconds.as_ref().map_or(Value::Null, int),
-            "image_variant": m.vm.image_variant,
-            "profile": m.vm.profile,
-            "metadata": json_of(&m.vm.metadata),
-        }),
+        obj(&[
+            ("memory_mb", v(int(&m.vm.memory_mb))),
+            ("vcpu_count", v(int(&m.vm.vcpu_count))),
+            (
+                "timeout_seconds",
+                v(m.vm.timeout_seconds.as_ref().map_or(Value::Null, int)),
+            ),
+            ("image_variant", v(&m.vm.image_variant)),
+            ("profile", v(&m.vm.profile)),
+            ("metadata", compact_py(&m.vm.metadata)),
+        ]),
     ));
     entries.push((
         "app",
-        m.app.as_ref().map_or(Value::Null, |a| {
-            json!({
-                "port": int(&a.port),
-                "healthcheck_path": a.healthcheck_path,
-                "share_public_default": a.share_public_default,
-                "readiness_timeout_seconds": int(&a.readiness_timeout_seconds),
-            })
+        m.app.as_ref().map_or("null".into(), |a| {
+            obj(&[
+                ("port", v(int(&a.port))),
+                ("healthcheck_path", v(&a.healthcheck_path)),
+                ("share_public_default", v(a.share_public_default)),
+                (
+                    "readiness_timeout_seconds",
+                    v(int(&a.readiness_timeout_seconds)),
+                ),
+            ])
         }),
     ));
     entries.push((
         "run",
-        m.run.as_ref().map_or(Value::Null, |r| {
-            json!({"workdir": r.workdir, "start_command": r.start_command, "logs_hint": r.logs_hint})
+        m.run.as_ref().map_or("null".into(), |r| {
+            obj(&[
+                ("workdir", v(&r.workdir)),
+                ("start_command", v(&r.start_command)),
+                ("logs_hint", v(&r.logs_hint)),
+            ])
         }),
     ));
     let build = match &m.build {
         Build::Steps(steps) => steps
             .iter()
-            .map(|s| json!({"name": s.name, "command": s.command}))
+            .map(|s| obj(&[("name", v(&s.name)), ("command", v(&s.command))]))
             .collect(),
         _ => Vec::new(),
     };
-    entries.push(("build", Value::Array(build)));
+    entries.push(("build", arr(build)));
     let runtime_steps = match &m.runtime {
         Runtime::Steps(steps) => steps
             .iter()
             .map(|s| {
-                json!({
-                    "kind": s.kind, "name": s.name, "command": s.command, "optional": s.optional,
-                    "secrets": s.secrets.iter().map(|x| json!({
-                        "name": x.name, "env_name": x.env_name, "optional": x.optional,
-                    })).collect::<Vec<_>>(),
-                })
+                let secrets = s
+                    .secrets
+                    .iter()
+                    .map(|x| {
+                        obj(&[
+                            ("name", v(&x.name)),
+                            ("env_name", v(&x.env_name)),
+                            ("optional", v(x.optional)),
+                        ])
+                    })
+                    .collect();
+                obj(&[
+                    ("kind", v(&s.kind)),
+                    ("name", v(&s.name)),
+                    ("command", v(&s.command)),
+                    ("optional", v(s.optional)),
+                    ("secrets", arr(secrets)),
+                ])
             })
             .collect(),
         Runtime::Label(_) => Vec::new(),
     };
-    entries.push(("runtime_steps", Value::Array(runtime_steps)));
+    entries.push(("runtime_steps", arr(runtime_steps)));
     entries.push((
         "terminal",
-        m.terminal.as_ref().map_or(
-            Value::Null,
-            |t| json!({"tmux_session": t.tmux_session, "command": t.command, "cwd": t.cwd}),
-        ),
+        m.terminal.as_ref().map_or("null".into(), |t| {
+            obj(&[
+                ("tmux_session", v(&t.tmux_session)),
+                ("command", v(&t.command)),
+                ("cwd", v(&t.cwd)),
+            ])
+        }),
     ));
-    entries.push(("audience", json!(m.audience)));
-    entries.push(("source_repo", json!(m.source_repo)));
-    entries.push(("icon", json!(m.icon)));
-    entries.push((
-        "secrets",
-        Value::Array(
-            m.secrets
-                .iter()
-                .map(|s| {
-                    json!({"name": s.name, "env_name": s.env_name, "required": s.required, "prompt": s.prompt})
-                })
-                .collect(),
-        ),
-    ));
-    entries.push(("notes", json!(m.post_deploy_notes)));
-    ordered(entries)
+    entries.push(("audience", v(&m.audience)));
+    entries.push(("source_repo", v(&m.source_repo)));
+    entries.push(("icon", v(&m.icon)));
+    let secrets = m
+        .secrets
+        .iter()
+        .map(|s| {
+            obj(&[
+                ("name", v(&s.name)),
+                ("env_name", v(&s.env_name)),
+                ("required", v(s.required)),
+                ("prompt", v(&s.prompt)),
+            ])
+        })
+        .collect();
+    entries.push(("secrets", arr(secrets)));
+    entries.push(("notes", v(&m.post_deploy_notes)));
+    obj(&entries)
+}
+
+/// `vm.metadata` as the reference prints it (its own key order), compacted.
+fn compact_py(metadata: &Json) -> String {
+    // Python's separators are ", " and ": "; re-render without them, keeping the order, by
+    // walking the value.
+    fn walk(j: &Json) -> String {
+        match j {
+            Json::Object(entries) => {
+                let body: Vec<String> = entries
+                    .iter()
+                    .map(|(k, val)| {
+                        let key = match k {
+                            Json::Str(s) => v(s),
+                            other => v(dumps(other).unwrap_or_default()),
+                        };
+                        format!("{key}:{}", walk(val))
+                    })
+                    .collect();
+                format!("{{{}}}", body.join(","))
+            }
+            Json::Array(items) => arr(items.iter().map(walk).collect()),
+            other => dumps(other)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .map_or("null".into(), |x| v(x)),
+        }
+    }
+    walk(metadata)
 }
 
 fn info_text(m: &Manifest) -> Vec<String> {
@@ -378,7 +436,12 @@ pub fn run(command: CookbookCommand) -> anyhow::Result<ExitCode> {
             if json {
                 let items: Vec<String> = manifests
                     .iter()
-                    .map(|m| ordered(display_record(m)))
+                    .map(|m| {
+                        obj(&display_record(m)
+                            .into_iter()
+                            .map(|(k, val)| (k, v(val)))
+                            .collect::<Vec<_>>())
+                    })
                     .collect();
                 println!("{{\"cookbooks\":[{}]}}", items.join(","));
             } else {

@@ -33,7 +33,7 @@ pub enum Catchup {
     RunAll,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     #[serde(default)]
     pub max: u32,
@@ -43,6 +43,15 @@ pub struct RetryPolicy {
 
 fn default_backoff() -> u64 {
     30
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max: 0,
+            backoff_seconds: default_backoff(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +163,8 @@ pub struct WorkloadRecord {
     pub schedule: Option<Schedule>,
     #[serde(default)]
     pub triggers: Vec<Trigger>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The schedule's next time (`null` for jobs and paused workloads).
+    #[serde(default)]
     pub next_run_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -203,7 +203,10 @@ impl ImageStore {
             return;
         }
         for e in entries.flatten() {
-            progress(&format!("removing retired image {}", e.file_name().to_string_lossy()));
+            progress(&format!(
+                "removing retired image {}",
+                e.file_name().to_string_lossy()
+            ));
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -331,7 +334,9 @@ fn install_toolchain(rootfs: &Path, progress: &dyn Fn(&str)) -> io::Result<()> {
     progress(&format!("installing {}", TOOLCHAIN_PACKAGES.join(" ")));
     let added = copy_host_cas(rootfs)?;
     if added > 0 {
-        progress(&format!("trusting {added} extra certificate authorities of this host"));
+        progress(&format!(
+            "trusting {added} extra certificate authorities of this host"
+        ));
     }
     let resolv = rootfs.join("etc/resolv.conf");
     let saved_resolv = fs::read(&resolv).ok();
@@ -398,7 +403,10 @@ fn copy_host_cas(rootfs: &Path) -> io::Result<usize> {
     const BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
     let pem_blocks = |text: &str| -> Vec<String> {
         text.split_inclusive("-----END CERTIFICATE-----")
-            .filter_map(|b| b.find("-----BEGIN CERTIFICATE-----").map(|i| b[i..].to_owned()))
+            .filter_map(|b| {
+                b.find("-----BEGIN CERTIFICATE-----")
+                    .map(|i| b[i..].to_owned())
+            })
             .collect()
     };
     let host = fs::read_to_string(Path::new("/").join(BUNDLE)).unwrap_or_default();
@@ -409,7 +417,10 @@ fn copy_host_cas(rootfs: &Path) -> io::Result<usize> {
     let mut added = 0;
     for block in pem_blocks(&host).into_iter().filter(|b| !known.contains(b)) {
         added += 1;
-        fs::write(dir.join(format!("instavm-host-{added}.crt")), format!("{block}\n"))?;
+        fs::write(
+            dir.join(format!("instavm-host-{added}.crt")),
+            format!("{block}\n"),
+        )?;
     }
     Ok(added)
 }
@@ -442,7 +453,10 @@ fn follow(
         return Ok(Ok(()));
     }
     let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-    Ok(Err(format!("{status}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))))
+    Ok(Err(format!(
+        "{status}: {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    )))
 }
 
 /// `cp -a` (reflinks where the filesystem has them): faithful to owners, modes, links and

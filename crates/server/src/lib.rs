@@ -30,6 +30,7 @@ mod terminals;
 mod usage;
 mod vms;
 mod volumes;
+pub mod workloads;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use routes::app;

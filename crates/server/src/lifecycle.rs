@@ -73,6 +73,7 @@ pub fn spawn(state: AppState) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(prepare_until_ready(state.clone()));
     tasks.spawn(watch_events(state.clone()));
+    tasks.spawn(crate::workloads::runner::run_forever(state.clone()));
     tasks.spawn(sweep_forever(state));
     tasks
 }

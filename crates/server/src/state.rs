@@ -36,6 +36,8 @@ struct Shared {
     /// The share proxy, once it runs.
     shares: std::sync::OnceLock<Arc<crate::shares::SharePlane>>,
     metrics: crate::metrics::Metrics,
+    /// Wakes the workload scheduler (a new workload, a manual run, a run that ended).
+    workloads_wake: tokio::sync::Notify,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -87,6 +89,7 @@ impl AppState {
                 ssh_host: std::sync::OnceLock::new(),
                 shares: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
+                workloads_wake: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -114,6 +117,10 @@ impl AppState {
 
     pub fn ssh_host(&self) -> Option<String> {
         self.inner.ssh_host.get().cloned()
+    }
+
+    pub fn workloads_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.workloads_wake
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {

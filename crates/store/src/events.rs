@@ -96,6 +96,19 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
             "vm.updated",
         ],
     ),
+    (
+        "workload",
+        &[
+            "workload.deployed",
+            "workload.paused",
+            "workload.resumed",
+            "workload.deleted",
+            "workload.run_succeeded",
+            "workload.run_failed",
+            "workload.run_timed_out",
+            "workload.run_skipped",
+        ],
+    ),
 ];
 
 /// An event as stored.

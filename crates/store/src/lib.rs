@@ -18,6 +18,7 @@ mod ssh_keys;
 mod users;
 mod vms;
 mod volumes;
+mod workloads;
 
 #[cfg(test)]
 mod events_tests;
@@ -35,6 +36,7 @@ pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
 pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
+pub use workloads::{NewRun, RunRow, WorkloadRow};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;

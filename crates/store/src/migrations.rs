@@ -181,6 +181,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ",
     // 6: audit events, written by triggers in the transaction of each change.
     include_str!("sql/events.sql"),
+    // 7: workloads (cron and job deploys) and their runs.
+    include_str!("sql/workloads.sql"),
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -52,6 +52,20 @@ async fn create(
     ApiQuery(q): ApiQuery<WaitQuery>,
     ApiJson(req): ApiJson<CreateVmRequest>,
 ) -> ApiResult<Json<VmRecord>> {
+    Ok(answer(
+        &state,
+        create_vm(&state, user.id, &req, wait(&q)).await?,
+    ))
+}
+
+/// `POST /v1/vms` for `user_id`: check the request, then start (or attach to) a VM. Also what
+/// workload runs boot their VMs with.
+pub(crate) async fn create_vm(
+    state: &AppState,
+    user_id: i64,
+    req: &CreateVmRequest,
+    wait: bool,
+) -> ApiResult<VmRecord> {
     match req.image_variant.as_deref() {
         None | Some("standard") => {}
         Some(other) => {
@@ -70,7 +84,7 @@ async fn create(
     }
     check_vault_ids(req.vault_ids.as_ref())?;
     let mut spec = super::sessions::sandbox_spec(
-        &state,
+        state,
         &StartSessionRequest {
             api_key: None,
             vm_lifetime_seconds: req.vm_lifetime_seconds,
@@ -83,9 +97,9 @@ async fn create(
     let metadata = req.metadata.clone().unwrap_or_default();
     super::sessions::check_metadata(&metadata)?;
     let mut mounts =
-        volumes::plan_all(&state, user.id, req.volumes.as_deref().unwrap_or_default()).await?;
+        volumes::plan_all(state, user_id, req.volumes.as_deref().unwrap_or_default()).await?;
     if let Some(snap) = &req.snapshot_id {
-        let row = snapshots::owned(&state, user.id, snap).await?;
+        let row = snapshots::owned(state, user_id, snap).await?;
         if !vms::bootable(row.record.status) {
             return Err(ApiError::Conflict(format!(
                 "snapshot {snap} is {} and cannot be booted; only ready snapshots can",
@@ -94,7 +108,7 @@ async fn create(
         }
         spec.from_snapshot = SnapshotId::parse(snap);
         // The snapshot's VM's volumes, where the request puts nothing at their path.
-        for p in volumes::inherited(&state, user.id, row.record.vm_id.as_deref()).await {
+        for p in volumes::inherited(state, user_id, row.record.vm_id.as_deref()).await {
             if !mounts.iter().any(|m| m.mount_path == p.mount_path) {
                 mounts.push(p);
             }
@@ -102,7 +116,7 @@ async fn create(
     }
     state.require_ready()?;
     let new = vms::NewVm {
-        user_id: user.id,
+        user_id,
         spec,
         metadata,
         snapshot_id: req.snapshot_id.clone(),
@@ -116,21 +130,18 @@ async fn create(
         egress_policy,
     };
     if let Some(sid) = &req.session_id {
-        let session = sessions::owned(&state, user.id, sid).await?;
+        let session = sessions::owned(state, user_id, sid).await?;
         // Attaching to a running (or suspended) session's VM starts nothing new.
         if !matches!(
             session.status,
             SessionState::Active | SessionState::Suspended
         ) {
-            check_active_limit(&state, user.id).await?;
+            check_active_limit(state, user_id).await?;
         }
-        return Ok(answer(
-            &state,
-            vms::for_session(&state, session, new, wait(&q)).await?,
-        ));
+        return vms::for_session(state, session, new, wait).await;
     }
-    check_active_limit(&state, user.id).await?;
-    Ok(answer(&state, vms::create(&state, new, wait(&q)).await?))
+    check_active_limit(state, user_id).await?;
+    vms::create(state, new, wait).await
 }
 
 /// Most vault ids one VM may name.

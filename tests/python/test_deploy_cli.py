@@ -499,6 +499,23 @@ def test_cron_deploy_and_commands(server, api_key, cli_env, tmp_path):
     assert resumed["status"] == "active"
     table = deploy(cli_env, api_key, "cron", "history", slug)
     assert "succeeded" in table.stdout and "RUN" in table.stdout
+    # A job with a secret and an hmac webhook trigger, run by hand.
+    job_slug = f"ondemand-{uuid.uuid4().hex[:6]}"
+    job = tmp_path / "job"
+    write(job, {
+        "job.js": "const fs = require('fs'); console.log('job', process.env.JOB_TOKEN, fs.readFileSync('built.txt', 'utf8').trim());\n",
+        "instavm.yaml": JOB_MANIFEST.format(slug=job_slug),
+    })
+    proc = deploy(cli_env, api_key, "deploy", str(job), "-y", "--json", "--env", "JOB_TOKEN=t0k")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    j = payload_of(proc)
+    assert j["kind"] == "job" and j["webhook_secret"].startswith("whsec_")
+    assert [t["type"] for t in j["triggers"]] == ["manual", "webhook"] and j["triggers"][1]["url"].endswith("/go")
+    text = deploy(cli_env, api_key, "run", job_slug, "--wait")
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert text.stdout == "job t0k job-built\n" and "succeeded" in text.stderr
+    assert job_slug in deploy(cli_env, api_key, "job", "ls").stdout
+    assert deploy(cli_env, api_key, "job", "rm", job_slug).returncode == 0
 
 
 class WorkloadsStub:

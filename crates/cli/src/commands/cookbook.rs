@@ -374,7 +374,7 @@ fn compact_py(metadata: &Json) -> String {
             other => dumps(other)
                 .ok()
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .map_or("null".into(), |x| v(x)),
+                .map_or("null".into(), v),
         }
     }
     walk(metadata)

@@ -92,6 +92,9 @@ def serve_site(client, port=8000):
     return client.execute("sha256sum /tmp/site/big.bin | cut -d' ' -f1", language="bash")["stdout"].strip()
 
 
+JSON = {"Accept": "application/json"}
+
+
 def get(url, headers=None):
     """(status, body) without raising on 4xx/5xx."""
     req = urllib.request.Request(url, headers=headers or {})
@@ -159,8 +162,12 @@ def test_private_share_needs_the_owner_key_or_the_access_link(server, c, api_key
     share = c.shares.create(port=8000, is_public=False)
     url, link = share["url"], share["access_url"]
     assert share["is_public"] is False and link.startswith(url + "?instavm_share_token=")
-    status, body = get(url)
+    status, body = get(url, JSON)
     assert status == 401 and b"This share is private" in body
+    # A first visit without credentials (a browser, or the official CLI's deploy check) lands on
+    # the sign-in page, whose form hands the token to the access link.
+    status, body = get(url)
+    assert status == 200 and b"This share is private" in body and b'name="instavm_share_token"' in body
     assert get(url, {"X-API-Key": server.create_user()})[0] == 401
     assert get(url, {"X-API-Key": api_key}) == (200, b"hello from the vm\n")
     # The link sets a cookie and redirects to the plain URL; the cookie opens other paths.
@@ -175,7 +182,7 @@ def test_private_share_needs_the_owner_key_or_the_access_link(server, c, api_key
     c.shares.update(share["share_id"], is_public=True)
     assert get(url)[0] == 200
     c.shares.update(share["share_id"], is_public=False)
-    assert get(url)[0] == 401
+    assert get(url, JSON)[0] == 401
     c.shares.update(share["share_id"], revoke=True)
     status, body = get(url, {"X-API-Key": api_key})
     assert status == 404 and b"revoked" in body
@@ -249,7 +256,7 @@ def test_share_commands_of_both_clis(server, api_key, cli_env, cli):
     assert r.returncode == 0, r.stderr
     payload = json.loads(r.stdout)
     assert payload["share_id"] == share["share_id"] and payload["is_public"] is False
-    assert get(share["url"])[0] == 401
+    assert get(share["url"], JSON)[0] == 401
     r = run(exe + ["share", "set-public", share["share_id"]], env)
     assert f"Updated share {share['share_id']} to public" in r.stdout
     assert get(share["url"])[0] == 200
@@ -273,7 +280,7 @@ def test_a_share_keeps_its_url_across_a_server_kill_9():
         srv.start()
         # The sandbox (and the app in it) survived; the proxy serves the same port again.
         assert get(share["url"], {"X-API-Key": key}) == (200, b"hello from the vm\n")
-        assert get(share["url"])[0] == 401
+        assert get(share["url"], JSON)[0] == 401
         client = sdk(srv, key, session=False)
         client.session_id = share["session_id"]
         assert client.shares.create(port=8000, is_public=True)["url"] == share["url"]

@@ -102,9 +102,12 @@ async fn update_revoke_and_what_the_proxy_answers() {
     let id = share["share_id"].as_str().unwrap();
     let url = share["url"].as_str().unwrap();
 
-    let (status, page) = fetch(url, "").await;
+    let (status, page) = fetch(url, "Accept: application/json\r\n").await;
     assert_eq!(status, 401, "{page}");
     assert!(page.contains("This share is private"), "{page}");
+    // A first visit without any credential goes to the sign-in page instead.
+    let (status, page) = fetch(url, "").await;
+    assert_eq!(status, 303, "{page}");
     // The owner's key gets past the check (the fake VM has no address: the proxy's 502).
     let (status, page) = fetch(url, &format!("X-API-Key: {key}\r\n")).await;
     assert_eq!(status, 502, "{page}");

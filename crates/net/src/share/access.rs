@@ -20,6 +20,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Nothing at all: a first visit, not a wrong key.
+    pub fn is_empty(&self) -> bool {
+        self.api_key.is_none() && self.link_token.is_none() && self.cookie_tokens.is_empty()
+    }
+
     pub fn of(headers: &HeaderMap, query: Option<&str>) -> Credentials {
         let api_key = headers
             .get(OWNER_KEY_HEADER)

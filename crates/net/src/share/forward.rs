@@ -100,6 +100,9 @@ impl Connection {
                 }
             },
         };
+        if req.uri().path() == page::SIGN_IN_PATH {
+            return page::sign_in(req.uri().query());
+        }
         let creds = Credentials::of(req.headers(), req.uri().query());
         let route = self
             .inner
@@ -117,6 +120,19 @@ impl Connection {
                 let token = creds.link_token.unwrap_or_default();
                 let location = access::without_link_token(req.uri().path(), req.uri().query());
                 return page::redirect(&location, &access::grant_cookie(&share_id, &token));
+            }
+            // A visitor with no credential at all, navigating (not asking for JSON), is sent to
+            // the sign-in page, as sign-in walls do; API clients and wrong credentials get the
+            // 401 itself.
+            Route::Refuse { status: 401, .. }
+                if creds.is_empty() && page::is_browser_navigation(req.method(), req.headers()) =>
+            {
+                let next = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "/".into());
+                return page::to_sign_in(&next);
             }
             Route::Refuse { status, message } => {
                 return page::error(status, &message, req.headers())

@@ -168,7 +168,28 @@ async fn a_private_share_wants_the_owner_key_or_its_link() {
     let get = |extra: &str| {
         format!("GET /page?a=1 HTTP/1.1\r\nHost: h\r\n{extra}Connection: close\r\n\r\n")
     };
-    let refused = raw(port, &get("")).await;
+    // A first visit (no credential) goes to the sign-in page, which asks for the token.
+    let first = raw(port, &get("")).await;
+    assert!(first.starts_with("HTTP/1.1 303"), "{first}");
+    assert!(
+        first.contains("location: /.well-known/instavm-share/sign-in?next=%2Fpage%3Fa%3D1"),
+        "{first}"
+    );
+    let sign_in = raw(
+        port,
+        "GET /.well-known/instavm-share/sign-in?next=%2Fpage%3Fa%3D1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(sign_in.starts_with("HTTP/1.1 200"), "{sign_in}");
+    assert!(sign_in.contains("action=\"/page\"") && sign_in.contains("instavm_share_token"));
+    // Never an open redirect.
+    let elsewhere = raw(
+        port,
+        "GET /.well-known/instavm-share/sign-in?next=//evil.example/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(elsewhere.contains("action=\"/\""), "{elsewhere}");
+    let refused = raw(port, &get("Cookie: instavm_share_x=nope\r\n")).await;
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     assert!(refused.contains("private share"));
     let json = raw(port, &get("Accept: application/json\r\n")).await;

@@ -225,7 +225,9 @@ def test_node_express_manifest_private_share_env_and_secrets(server, api_key, cl
     check_success_payload(p)
     assert p["configured_secrets"] == ["NODE_SECRET"] and p["env"] == ["GREETING"]
     # A private share: the owner's key passes, nobody else does.
-    assert http(p["share_url"])[0] == 401
+    assert http(p["share_url"], {"Accept": "application/json"})[0] == 401
+    status, body = http(p["share_url"])  # a browser lands on the sign-in page, not on the app
+    assert b"node hi" not in body and b"This share is private" in body
     assert http(p["share_url"], {"X-API-Key": api_key}) == (200, b"node hi s3cr3t")
     # Without the required secret and without a terminal: a clear error before any VM.
     missing = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json")

@@ -28,6 +28,7 @@ pub mod state;
 mod terminals;
 mod usage;
 mod vms;
+mod webhooks;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use routes::app;

@@ -16,6 +16,7 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod webhooks;
 
 #[cfg(test)]
 mod events_tests;
@@ -29,6 +30,7 @@ pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
+pub use webhooks::{DeliveryFilter, WebhookAttempt, WebhookDeliveryRow, WebhookEndpointRow};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;

@@ -135,6 +135,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ",
     // 6: audit events, written by triggers in the transaction of each change.
     include_str!("sql/events.sql"),
+    // 7: webhook endpoints and their delivery queue.
+    include_str!("sql/webhooks.sql"),
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -6,10 +6,11 @@
 #   iproute2      test "outside hosts" in network namespaces
 #   bubblewrap    the floor in the runtime benchmark
 #   python3-venv  the virtualenv for the official SDK (compatibility suite)
+#   openssl       self-signed certificates for the HTTPS sites of the egress tests
 #   openssh-client  ssh, scp, ssh-keygen, ssh-keyscan: the SSH gateway's tests use the real client
 set -euo pipefail
 need=()
-for pair in debootstrap:debootstrap mkfs.btrfs:btrfs-progs nft:nftables ip:iproute2 bwrap:bubblewrap curl:curl ssh:openssh-client ssh-keyscan:openssh-client script:bsdutils; do
+for pair in debootstrap:debootstrap mkfs.btrfs:btrfs-progs nft:nftables ip:iproute2 bwrap:bubblewrap curl:curl openssl:openssl ssh:openssh-client ssh-keyscan:openssh-client script:bsdutils; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

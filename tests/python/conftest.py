@@ -38,7 +38,8 @@ SSH_LISTEN_RE = re.compile(r"^instavm SSH gateway listening on \S+:(\d+)$", re.M
 class Server:
     """One `instavm server` process in its own process group."""
 
-    def __init__(self):
+    def __init__(self, extra_args=()):
+        self.extra_args = list(extra_args)
         self.tmp = tempfile.mkdtemp(prefix="instavm-pytest-")
         self.data_dir = os.path.join(self.tmp, "data")
         self.log_path = os.path.join(self.tmp, "server.log")
@@ -55,7 +56,7 @@ class Server:
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [BIN, "server", "--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--images-dir", IMAGES_DIR],
+                [BIN, "server", "--listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--images-dir", IMAGES_DIR, *self.extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

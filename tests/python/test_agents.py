@@ -208,7 +208,10 @@ def test_egress_options_reach_the_session_policy(server, api_key):
     async def go():
         session = await client.create(options=options, manifest=None, snapshot=None)
         await session.start()
-        policy = await session.get_egress_policy()
+        from instavm import InstaVM
+
+        sdk = InstaVM(api_key=api_key, base_url=server.base_url, auto_start_session=False)
+        policy = sdk.get_session_egress(session.state.instavm_session_id)
         assert policy["allowed_domains"] == ["pypi.org"] and policy["allowed_cidrs"] == ["198.18.0.0/16"], policy
         assert (policy["allow_http"], policy["allow_https"], policy["allow_package_managers"]) == (False, False, False), policy
         await session.shutdown()

@@ -62,9 +62,11 @@ def test_async_execution(client):
 
 
 def test_sessions_and_sandboxes(client):
+    # The README's "publicly-reachable app URL": a public share of the port (docs/shares.md).
     app_url = client.get_session_app_url(port=8080)
-    assert app_url.get("app_url", "").endswith(":8080")
-    assert app_url["url"] == app_url["app_url"]
+    assert app_url["port"] == 8080 and app_url["is_public"] is True
+    assert app_url["app_url"].startswith("http://") and app_url["app_url"].endswith("/")
+    assert app_url["url"] == app_url["app_url"] == app_url["direct_url"]
     sandboxes = client.list_sandboxes(metadata={"env": "production"}, limit=50)
     assert len(sandboxes) == 0
     assert len(client.list_sandboxes()) == 1

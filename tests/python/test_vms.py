@@ -210,8 +210,9 @@ def test_kill_9_during_creates_leaves_final_states(api_key):
 
 
 def test_readme_vms_and_snapshots_section(server, api_key):
-    """The official README's "VMs & Snapshots" section, unchanged except for `base_url`; the
-    volume and OCI-build calls come with their own issues and are refused with a 422."""
+    """The official README's "VMs & Snapshots" section, unchanged except for `base_url`; its
+    volume `vol_abc` does not exist (404; volumes have their own tests), and the OCI build
+    comes with its own issue and is refused with a 422."""
     client = InstaVM(api_key=api_key, base_url=server.base_url)
     vm = client.vms.create(wait=True, metadata={"purpose": "dev"})
     with pytest.raises(requests.HTTPError) as e:
@@ -219,7 +220,7 @@ def test_readme_vms_and_snapshots_section(server, api_key):
             wait=True,
             volumes=[{"volume_id": "vol_abc", "mount_path": "/data", "mode": "rw"}],
         )
-    assert e.value.response.status_code == 422
+    assert e.value.response.status_code == 404
     vms = client.vms.list()
     all_records = client.vms.list_all_records()
     assert vm["vm_id"] in [v["vm_id"] for v in vms] and len(all_records) >= len(vms)

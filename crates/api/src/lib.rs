@@ -6,6 +6,7 @@
 //! array (`GET /v1/sessions/sandboxes`, `GET /v1/api-keys/`), which are plain `Vec`s.
 
 mod audit;
+mod egress;
 mod error;
 mod exec;
 mod files;
@@ -15,8 +16,10 @@ mod sessions;
 mod shares;
 mod users;
 mod vms;
+mod volumes;
 
 pub use audit::*;
+pub use egress::*;
 pub use error::*;
 pub use exec::*;
 pub use files::*;
@@ -26,6 +29,7 @@ pub use sessions::*;
 pub use shares::*;
 pub use users::*;
 pub use vms::*;
+pub use volumes::*;
 
 use serde::{Deserialize, Serialize};
 

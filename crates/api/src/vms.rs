@@ -119,9 +119,9 @@ pub struct CreateVmRequest {
     /// Attach to this session's VM, or respawn one for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    /// Volumes come with their own issue; a non-empty list is refused.
+    /// Volumes mounted once the VM is up (spec §6.1 table, §25.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<Vec<serde_json::Value>>,
+    pub volumes: Option<Vec<crate::VolumeMountSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_ids: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,9 +130,9 @@ pub struct CreateVmRequest {
     pub auto_resume: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
-    /// Egress policies come with their own issue; one is refused rather than ignored.
+    /// The VM's egress policy (spec §2), applied before the create answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress_policy: Option<serde_json::Value>,
+    pub egress_policy: Option<crate::EgressPolicyRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_on_terminate: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

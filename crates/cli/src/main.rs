@@ -82,6 +82,17 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::shares::ShareCommand>,
     },
+    /// Volumes: persistent storage with checkpoints, mounted into VMs.
+    #[command(alias = "volumes")]
+    Volume {
+        #[command(subcommand)]
+        command: Option<commands::volumes::VolumeCommand>,
+    },
+    /// Get or set VM and session egress policy.
+    Egress {
+        #[command(subcommand)]
+        command: Option<commands::egress::EgressCommand>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +130,10 @@ fn main() -> ExitCode {
         Some(Command::Events { command: Some(c) }) => block_on(commands::events::run(c)),
         Some(Command::Share { command: None }) => group_help("share"),
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
+        Some(Command::Volume { command: None }) => group_help("volume"),
+        Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
+        Some(Command::Egress { command: None }) => group_help("egress"),
+        Some(Command::Egress { command: Some(c) }) => block_on(commands::egress::run(c)),
     };
     match result {
         Ok(code) => code,

@@ -63,6 +63,11 @@ impl Layers {
         }
     }
 
+    /// Where the store is mounted (volumes live beside the layers).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

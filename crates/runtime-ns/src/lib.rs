@@ -19,6 +19,7 @@ mod record;
 mod sandbox;
 mod slots;
 mod sys;
+mod volumes;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -46,6 +47,20 @@ pub struct NsConfig {
     /// Sandboxes kept pre-started so a create only has to hand one over (0: none). Each costs
     /// an idle sandbox's memory (about 5 MiB).
     pub warm_pool: usize,
+    /// DNS upstreams and private ranges for the sandboxes' egress (docs/network.md).
+    pub egress: EgressSettings,
+}
+
+/// Host-wide egress settings (server flags `--dns-upstream`, `--private-range`,
+/// `--allow-private-range`).
+#[derive(Debug, Clone, Default)]
+pub struct EgressSettings {
+    /// Where the VMs' resolvers forward; empty: the host's /etc/resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Ranges blocked in addition to the defaults.
+    pub private_ranges: Vec<String>,
+    /// Ranges (or parts of default ones) made reachable.
+    pub allowed_private_ranges: Vec<String>,
 }
 
 impl NsConfig {
@@ -55,6 +70,7 @@ impl NsConfig {
             images_dir: None,
             agent_path: None,
             warm_pool: DEFAULT_WARM_POOL,
+            egress: EgressSettings::default(),
         }
     }
 }
@@ -153,6 +169,13 @@ pub async fn purge(mut config: NsConfig) -> Result<()> {
     }
     let inner = rt.inner.clone();
     blocking(move || {
+        // btrfs volumes stay in the image (unmounting the store releases them); tmpfs ones
+        // are mounts of their own, whose data goes with them.
+        if inner.layers.backend() == LayerBackend::Tmpfs {
+            for (vol, _) in inner.volumes.list() {
+                let _ = inner.volumes.delete(&vol);
+            }
+        }
         inner.layers.unmount();
         inner.cgroups.remove_instance();
         Ok(())
@@ -495,5 +518,100 @@ impl Runtime for NsRuntime {
     async fn push_env(&self, id: &SandboxId, env: BTreeMap<String, String>) -> Result<()> {
         let sb = self.sandbox(id)?;
         sandbox::push_env(&sb, env).await
+    }
+
+    async fn volume_create(&self, vol: &VolumeId, quota_bytes: u64) -> Result<()> {
+        let (inner, vol) = (self.inner.clone(), vol.clone());
+        blocking(move || inner.volumes.create(&vol, quota_bytes)).await
+    }
+
+    async fn volume_delete(&self, vol: &VolumeId) -> Result<()> {
+        let (inner, vol) = (self.inner.clone(), vol.clone());
+        blocking(move || inner.volumes.delete(&vol)).await
+    }
+
+    async fn volume_set_quota(&self, vol: &VolumeId, quota_bytes: u64) -> Result<()> {
+        let (inner, vol) = (self.inner.clone(), vol.clone());
+        blocking(move || inner.volumes.set_quota(&vol, quota_bytes)).await
+    }
+
+    async fn volume_usage(&self, vol: &VolumeId) -> Result<u64> {
+        let (inner, vol) = (self.inner.clone(), vol.clone());
+        blocking(move || inner.volumes.usage(&vol)).await
+    }
+
+    async fn volume_list(&self) -> Result<Vec<(VolumeId, Vec<CheckpointId>)>> {
+        let inner = self.inner.clone();
+        blocking(move || Ok(inner.volumes.list())).await
+    }
+
+    async fn volume_checkpoint(&self, vol: &VolumeId, ckpt: &CheckpointId) -> Result<u64> {
+        let (inner, vol, ckpt) = (self.inner.clone(), vol.clone(), ckpt.clone());
+        blocking(move || inner.volumes.checkpoint(&vol, &ckpt)).await
+    }
+
+    async fn volume_delete_checkpoint(&self, vol: &VolumeId, ckpt: &CheckpointId) -> Result<()> {
+        let (inner, vol, ckpt) = (self.inner.clone(), vol.clone(), ckpt.clone());
+        blocking(move || inner.volumes.delete_checkpoint(&vol, &ckpt)).await
+    }
+
+    async fn volume_write(
+        &self,
+        vol: &VolumeId,
+        path: &str,
+        data: ByteReader,
+        overwrite: bool,
+    ) -> Result<VolumeFileInfo> {
+        volumes::write(self.inner.clone(), vol, path, data, overwrite).await
+    }
+
+    async fn volume_read(
+        &self,
+        vol: &VolumeId,
+        path: &str,
+    ) -> Result<(VolumeFileInfo, ByteReader)> {
+        let (inner, vol, path) = (self.inner.clone(), vol.clone(), path.to_owned());
+        let (info, file) = blocking(move || inner.volumes.open_file(&vol, &path)).await?;
+        Ok((info, Box::pin(tokio::fs::File::from_std(file))))
+    }
+
+    async fn volume_files(
+        &self,
+        vol: &VolumeId,
+        prefix: &str,
+        recursive: bool,
+        limit: usize,
+    ) -> Result<Vec<VolumeFileInfo>> {
+        let (inner, vol, prefix) = (self.inner.clone(), vol.clone(), prefix.to_owned());
+        blocking(move || inner.volumes.list_files(&vol, &prefix, recursive, limit)).await
+    }
+
+    async fn volume_remove(&self, vol: &VolumeId, path: &str) -> Result<()> {
+        let (inner, vol, path) = (self.inner.clone(), vol.clone(), path.to_owned());
+        blocking(move || inner.volumes.remove_file(&vol, &path)).await
+    }
+
+    async fn mount_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let (inner, mount) = (self.inner.clone(), mount.clone());
+        blocking(move || inner.mount_volume(&sb, &mount)).await
+    }
+
+    async fn unmount_volume(&self, id: &SandboxId, mount_path: &str) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let (inner, path) = (self.inner.clone(), mount_path.to_owned());
+        blocking(move || inner.unmount_volume(&sb, &path)).await
+    }
+
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        let sb = self.sandbox(id)?;
+        let (inner, policy) = (self.inner.clone(), policy.clone());
+        blocking(move || inner.set_egress(&sb, &policy)).await
+    }
+
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        let sb = self.sandbox(id)?;
+        let inner = self.inner.clone();
+        blocking(move || inner.egress_denials(&sb)).await
     }
 }

@@ -3,11 +3,17 @@
 //! An nftables table keeps sandboxes away from every address of the host itself (so from its
 //! services and the API port), from each other, and from link-local metadata services.
 //!
+//! Egress policy (instavm-net): each sandbox's resolver and 80/443 name gate listen on the host
+//! end of its veth (the only host ports a sandbox reaches, accepted below), and its policy lives
+//! in the table `inet instavm_egress`, together with the host-wide block of private ranges.
+//!
 //! Addresses come from a host-wide pool shared by every server instance on the host: one file
 //! per /30 slot under `/run/instavm/ipam`, claimed with `O_EXCL` (`slots.rs`).
 
 use crate::slots::SlotPool;
 use crate::sys::{self, netlink::Netlink};
+use instavm_net::egress::policy::PrivateRanges;
+use instavm_net::egress::{Egress, EgressConfig, DNS_PORT, GATE_PORT};
 use std::fs;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -43,20 +49,40 @@ pub struct Network {
     /// The host's network namespace, where veth peers are sent.
     host_netns: OwnedFd,
     slots: SlotPool,
-    pub nameservers: Vec<String>,
+    pub egress: Egress,
 }
 
 impl Network {
     /// Enable forwarding and install the firewall. Fails when nftables is not available:
     /// without the firewall a sandbox could reach host services, so there is no network at all.
-    pub fn setup(instance: &str, sandboxes_dir: &Path) -> io::Result<Self> {
+    pub fn setup(
+        instance: &str,
+        sandboxes_dir: &Path,
+        settings: &crate::EgressSettings,
+    ) -> io::Result<Self> {
         let slots = SlotPool::open(IPAM_DIR, POOL_SLOTS, instance, sandboxes_dir)?;
+        let private =
+            PrivateRanges::new(&settings.private_ranges, &settings.allowed_private_ranges)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let upstreams = if settings.dns_upstreams.is_empty() {
+            EgressConfig::host_upstreams()
+        } else {
+            settings.dns_upstreams.clone()
+        };
         install_firewall()?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("the network needs a tokio runtime"))?;
+        let egress = Egress::install(
+            EgressConfig { upstreams, private },
+            HOST_IF_PREFIX,
+            handle.clone(),
+        )?;
+        handle.spawn(keep_firewall());
         fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
         Ok(Network {
             host_netns: fs::File::open("/proc/self/ns/net")?.into(),
             slots,
-            nameservers: host_nameservers(),
+            egress,
         })
     }
 
@@ -119,6 +145,9 @@ pub const MAX_TRACKED_FLOWS: u32 = 4096;
 pub const NEW_FLOWS_PER_SEC: u32 = 500;
 pub const NEW_FLOWS_BURST: u32 = 1000;
 
+/// The comment of the rule that lets sandboxes reach their resolver.
+const RESOLVER_RULE: &str = "the sandbox's resolver (instavm-net)";
+
 /// The firewall for every sandbox of the host, replaced atomically and idempotently.
 fn ruleset() -> String {
     let pool = format!("{}/16", Ipv4Addr::from(POOL_BASE));
@@ -129,6 +158,8 @@ table inet instavm {{
     chain input {{
         type filter hook input priority filter - 10; policy accept;
         iifname "{p}*" ct state established,related accept comment "answers to the host's own connections"
+        iifname "{p}*" ip daddr {pool} meta l4proto {{ tcp, udp }} th dport {dns} accept comment "{resolver_rule}"
+        iifname "{p}*" ip daddr {pool} tcp dport {gate} ct status dnat accept comment "the 80/443 name gate, only through the redirect"
         iifname "{p}*" drop comment "sandboxes never reach any address of the host"
     }}
     chain forward {{
@@ -145,6 +176,9 @@ table inet instavm {{
 }}
 {limits}"#,
         p = HOST_IF_PREFIX,
+        dns = DNS_PORT,
+        resolver_rule = RESOLVER_RULE,
+        gate = GATE_PORT,
         limits = flow_limits(),
     )
 }
@@ -183,6 +217,29 @@ table inet instavm_limits {{
     )
 }
 
+/// Runtimes of an older version (another server on the host) re-apply `inet instavm` without
+/// the rules that let sandboxes reach their resolver and name gate: put ours back when that
+/// happens, within a couple of seconds.
+async fn keep_firewall() {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let out = tokio::process::Command::new("nft")
+            .args(["list", "chain", "inet", "instavm", "input"])
+            .stderr(Stdio::null())
+            .output()
+            .await;
+        let Ok(out) = out else { continue };
+        if !String::from_utf8_lossy(&out.stdout).contains(RESOLVER_RULE) {
+            tracing::warn!("the sandbox firewall lost its resolver rules (an older runtime re-applied it): installing it again");
+            match tokio::task::spawn_blocking(install_firewall).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("re-installing the sandbox firewall: {e}"),
+                Err(e) => tracing::error!("re-installing the sandbox firewall: {e}"),
+            }
+        }
+    }
+}
+
 fn install_firewall() -> io::Result<()> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -207,20 +264,4 @@ fn install_firewall() -> io::Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The host's resolvers that a sandbox can reach: loopback ones (a local stub resolver) are on
-/// the host itself, which sandboxes may not talk to.
-fn host_nameservers() -> Vec<String> {
-    fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .map(|s| s.trim().to_owned())
-        .filter(|s| {
-            s.parse::<Ipv4Addr>()
-                .map(|ip| !ip.is_loopback())
-                .unwrap_or(false)
-        })
-        .collect()
 }

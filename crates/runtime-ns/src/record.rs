@@ -30,6 +30,10 @@ pub struct Record {
     /// The CPU the agent and the interpreter are pinned to, if any.
     #[serde(default)]
     pub cpu: Option<u32>,
+    /// The egress policy (`None`: the default, open one); re-applied when a restarted runtime
+    /// recovers the sandbox, so there is no moment where a recovered VM is unrestricted.
+    #[serde(default)]
+    pub egress: Option<instavm_runtime::EgressPolicy>,
 }
 
 pub const FILE: &str = "sandbox.json";

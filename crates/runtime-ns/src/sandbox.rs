@@ -7,6 +7,7 @@ use crate::image::{self, ImageStore};
 use crate::layers::Layers;
 use crate::network::{Network, Slot};
 use crate::record::{self, Record};
+use crate::volumes::Volumes;
 use crate::{sys, NsConfig};
 use chrono::{DateTime, Utc};
 use instavm_protocol::{AgentConfig, Request, Response};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
 mod live;
+mod mounts;
 pub use live::push_env;
 
 /// Working directory of executed code inside every sandbox.
@@ -43,6 +45,7 @@ pub struct Inner {
     ids: IdRanges,
     pub cgroups: Cgroups,
     pub layers: Layers,
+    pub volumes: Volumes,
     network: Option<Network>,
     pub images: ImageStore,
     live: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
@@ -135,7 +138,9 @@ impl Inner {
         let cgroups =
             Cgroups::detect(&instance).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         let layers = Layers::open(&data_dir).map_err(io_err("opening the layer store"))?;
-        let network = match Network::setup(&instance, &sandboxes_dir) {
+        let volumes = Volumes::open(layers.dir(), layers.backend())
+            .map_err(io_err("opening the volume store"))?;
+        let network = match Network::setup(&instance, &sandboxes_dir, &config.egress) {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!("sandboxes will have no network: {e}");
@@ -159,6 +164,7 @@ impl Inner {
             ids,
             cgroups,
             layers,
+            volumes,
             network,
             images,
             live: Mutex::new(HashMap::new()),
@@ -265,6 +271,7 @@ impl Inner {
             ids: None,
             pooled,
             cpu: None,
+            egress: None,
         };
         rec.cpu = self.cpu_for(&rec.spec);
         let started = record::save(&dir, &rec)
@@ -361,10 +368,9 @@ impl Inner {
             root_dir: path_string(&root)?,
             workdir: WORKDIR.into(),
             env: rec.spec.env.clone().into_iter().collect(),
-            nameservers: self
-                .network
-                .as_ref()
-                .map(|n| n.nameservers.clone())
+            // The VM's own resolver on the host end of its veth (instavm-net).
+            nameservers: slot
+                .map(|s| vec![s.host_ip().to_string()])
                 .unwrap_or_default(),
             shm_bytes: SHM_BYTES,
             deadline_unix_secs: agent_deadline(rec.expires_at),
@@ -381,6 +387,14 @@ impl Inner {
         if let (Some(net), Some(slot)) = (&self.network, slot) {
             net.attach(&id, spawned.pid, slot)
                 .map_err(io_err("connecting the sandbox network"))?;
+            net.egress
+                .attach(
+                    &id,
+                    slot.host_ip(),
+                    slot.sandbox_ip(),
+                    &rec.egress.clone().unwrap_or_default(),
+                )
+                .map_err(io_err("starting the sandbox's resolver and egress rules"))?;
         }
         phases.mark("network");
         tracing::debug!(sandbox = %id, "create phases (ms): {phases}");
@@ -401,6 +415,7 @@ impl Inner {
             tracing::error!(sandbox = %id, "cgroup cleanup: {e}");
         }
         if let Some(net) = &self.network {
+            net.egress.detach(id.as_str());
             if let Err(e) = net.detach(id.as_str()) {
                 tracing::warn!(sandbox = %id, "veth cleanup: {e}");
             }
@@ -437,6 +452,18 @@ impl Inner {
                     match sys::pidfd_open(pid) {
                         Ok(pidfd) => {
                             tracing::info!(sandbox = %id, "recovered a running sandbox");
+                            if let (Some(net), Some(slot)) = (&self.network, rec.slot) {
+                                let slot = Slot(slot);
+                                let policy = rec.egress.clone().unwrap_or_default();
+                                if let Err(e) = net.egress.attach(
+                                    id.as_str(),
+                                    slot.host_ip(),
+                                    slot.sandbox_ip(),
+                                    &policy,
+                                ) {
+                                    tracing::error!(sandbox = %id, "egress of a recovered sandbox: {e}");
+                                }
+                            }
                             live.push(Sandbox::new(dir, rec, pidfd, None));
                         }
                         Err(_) => self.release(&id, &rec),
@@ -455,6 +482,7 @@ impl Inner {
                         ids: None,
                         pooled: false,
                         cpu: None,
+                        egress: None,
                     });
                     self.release(&id, &rec);
                 }
@@ -503,6 +531,32 @@ impl Inner {
         s.disk_limit_bytes = disk_mb << 20;
         s.disk_bytes = self.layers.usage(sb.id.as_str());
         s
+    }
+
+    /// Apply and remember a sandbox's egress policy (blocking).
+    pub fn set_egress(&self, sb: &Sandbox, policy: &instavm_runtime::EgressPolicy) -> Result<()> {
+        let Some(net) = &self.network else {
+            return Err(RuntimeError::Unsupported {
+                backend: "namespaces",
+                what: "egress policies without the sandbox network (nftables)".into(),
+            });
+        };
+        let mut rec = lock(&sb.record);
+        net.egress
+            .set_policy(sb.id.as_str(), policy)
+            .map_err(io_err("applying the egress policy"))?;
+        rec.egress = (*policy != instavm_runtime::EgressPolicy::default()).then(|| policy.clone());
+        record::save(&sb.dir, &rec).map_err(io_err("writing the sandbox record"))
+    }
+
+    pub fn egress_denials(&self, sb: &Sandbox) -> Result<u64> {
+        match &self.network {
+            Some(net) => net
+                .egress
+                .denials(sb.id.as_str())
+                .map_err(io_err("reading egress denials")),
+            None => Ok(0),
+        }
     }
 
     pub fn set_expiry(&self, sb: &Sandbox, expires_at: DateTime<Utc>) -> Result<()> {

@@ -57,7 +57,8 @@ impl SlotPool {
                     return Ok(slot);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if self.is_stale(&fs::read_to_string(&path).unwrap_or_default()) {
+                    let owner = fs::read_to_string(&path).unwrap_or_default();
+                    if self.is_stale(&owner) || abandoned_while_written(&path, &owner) {
                         let _ = fs::remove_file(&path);
                     }
                 }
@@ -110,9 +111,42 @@ impl SlotPool {
     }
 }
 
+/// A claim is written within microseconds of its creation: one still empty after a minute
+/// belongs to a process killed in between (a `kill -9` of the server), and would otherwise
+/// hold its slot forever.
+fn abandoned_while_written(path: &Path, owner: &str) -> bool {
+    const WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+    owner.trim().is_empty()
+        && fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > WRITE_GRACE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_claim_is_abandoned_only_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("7");
+        std::fs::write(&path, "").unwrap();
+        assert!(!abandoned_while_written(&path, ""), "just created");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(abandoned_while_written(&path, ""));
+        assert!(
+            !abandoned_while_written(&path, "boot i id /x"),
+            "written claims are judged by owner"
+        );
+    }
 
     #[test]
     fn stale_claims_are_recognised() {

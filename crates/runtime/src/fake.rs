@@ -13,6 +13,7 @@ struct FakeSandbox {
     files: BTreeMap<String, Vec<u8>>,
     /// The environment executed code would see: the spec's, plus pushed variables.
     env: BTreeMap<String, String>,
+    egress: EgressPolicy,
 }
 
 type Files = BTreeMap<String, Vec<u8>>;
@@ -25,6 +26,7 @@ pub struct FakeRuntime {
     events: broadcast::Sender<RuntimeEvent>,
     terminals: crate::fake_pty::FakeTerminals,
     snapshots: Mutex<HashMap<SnapshotId, Files>>,
+    volumes: crate::fake_volumes::FakeVolumes,
 }
 
 impl Default for FakeRuntime {
@@ -54,6 +56,7 @@ impl FakeRuntime {
             events: broadcast::channel(64).0,
             terminals: Default::default(),
             snapshots: Mutex::new(HashMap::new()),
+            volumes: Default::default(),
         }
     }
 
@@ -65,6 +68,16 @@ impl FakeRuntime {
     /// The memory limit a sandbox has now (tests of live updates).
     pub fn memory_of(&self, id: &SandboxId) -> Option<u32> {
         self.lock().get(id).map(|sb| sb.info.memory_mb)
+    }
+
+    /// The volumes mounted in a sandbox now (tests of mounts).
+    pub fn mounts_of(&self, id: &SandboxId) -> Vec<VolumeMount> {
+        self.volumes.mounts_of(id)
+    }
+
+    /// A file of a volume (tests of uploads).
+    pub fn volume_file(&self, vol: &VolumeId, path: &str) -> Option<Vec<u8>> {
+        self.volumes.file(vol, path)
     }
 
     fn snapshot_lock(&self) -> MutexGuard<'_, HashMap<SnapshotId, Files>> {
@@ -138,6 +151,7 @@ impl Runtime for FakeRuntime {
                 info: info.clone(),
                 files,
                 env,
+                egress: EgressPolicy::default(),
             },
         );
         Ok(info)
@@ -233,6 +247,7 @@ impl Runtime for FakeRuntime {
             .remove(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         self.terminals.forget(id);
+        self.volumes.forget(id);
         let _ = self.events.send(RuntimeEvent::Exited {
             id: id.clone(),
             reason: ExitReason::Destroyed,
@@ -315,6 +330,94 @@ impl Runtime for FakeRuntime {
             sb.env.extend(env);
             Ok(())
         })
+    }
+
+    async fn volume_create(&self, vol: &VolumeId, quota_bytes: u64) -> Result<()> {
+        self.volumes.create(vol, quota_bytes)
+    }
+
+    async fn volume_delete(&self, vol: &VolumeId) -> Result<()> {
+        self.volumes.delete(vol)
+    }
+
+    async fn volume_set_quota(&self, vol: &VolumeId, quota_bytes: u64) -> Result<()> {
+        self.volumes.set_quota(vol, quota_bytes)
+    }
+
+    async fn volume_usage(&self, vol: &VolumeId) -> Result<u64> {
+        self.volumes.usage(vol)
+    }
+
+    async fn volume_list(&self) -> Result<Vec<(VolumeId, Vec<CheckpointId>)>> {
+        Ok(self.volumes.list())
+    }
+
+    async fn volume_checkpoint(&self, vol: &VolumeId, ckpt: &CheckpointId) -> Result<u64> {
+        self.volumes.checkpoint(vol, ckpt)
+    }
+
+    async fn volume_delete_checkpoint(&self, vol: &VolumeId, ckpt: &CheckpointId) -> Result<()> {
+        self.volumes.delete_checkpoint(vol, ckpt)
+    }
+
+    async fn volume_write(
+        &self,
+        vol: &VolumeId,
+        path: &str,
+        data: ByteReader,
+        overwrite: bool,
+    ) -> Result<VolumeFileInfo> {
+        self.volumes.write(vol, path, data, overwrite).await
+    }
+
+    async fn volume_read(
+        &self,
+        vol: &VolumeId,
+        path: &str,
+    ) -> Result<(VolumeFileInfo, ByteReader)> {
+        self.volumes.read(vol, path)
+    }
+
+    async fn volume_files(
+        &self,
+        vol: &VolumeId,
+        prefix: &str,
+        recursive: bool,
+        limit: usize,
+    ) -> Result<Vec<VolumeFileInfo>> {
+        self.volumes.files(vol, prefix, recursive, limit)
+    }
+
+    async fn volume_remove(&self, vol: &VolumeId, path: &str) -> Result<()> {
+        self.volumes.remove(vol, path)
+    }
+
+    async fn mount_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<()> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.volumes.mount(id, mount)
+    }
+
+    async fn unmount_volume(&self, id: &SandboxId, mount_path: &str) -> Result<()> {
+        self.with_sandbox(id, |_| Ok(()))?;
+        self.volumes.unmount(id, mount_path)
+    }
+
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        self.with_sandbox(id, |sb| {
+            sb.egress = policy.clone();
+            Ok(())
+        })
+    }
+
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        self.with_sandbox(id, |_| Ok(0))
+    }
+}
+
+impl FakeRuntime {
+    /// The egress policy last set on a sandbox (tests).
+    pub fn egress_of(&self, id: &SandboxId) -> Option<EgressPolicy> {
+        self.lock().get(id).map(|sb| sb.egress.clone())
     }
 }
 

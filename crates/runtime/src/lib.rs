@@ -6,13 +6,16 @@
 
 pub mod fake;
 mod fake_pty;
+mod fake_volumes;
 mod path;
 mod pty;
 mod types;
+mod volume;
 
 pub use path::{normalize_sandbox_path, PathError};
 pub use pty::*;
 pub use types::*;
+pub use volume::*;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -243,6 +246,120 @@ pub trait Runtime: Send + Sync + 'static {
     async fn push_env(&self, id: &SandboxId, env: BTreeMap<String, String>) -> Result<()> {
         let _ = (id, env);
         Err(self.unsupported("staging environment variables"))
+    }
+
+    // ---- volumes (docs/volumes.md): persistent trees with a quota, checkpoints, mounts ----
+
+    /// Create an empty volume whose contents may not exceed `quota_bytes`. An existing one is
+    /// `AlreadyExists`.
+    async fn volume_create(&self, vol: &VolumeId, quota_bytes: u64) -> Result<()> {
+        let _ = (vol, quota_bytes);
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Delete a volume and all its checkpoints. The caller makes sure nothing mounts it.
+    /// Unknown is `NotFound`.
+    async fn volume_delete(&self, vol: &VolumeId) -> Result<()> {
+        let _ = vol;
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Change the quota (the caller refuses one below the used size).
+    async fn volume_set_quota(&self, vol: &VolumeId, quota_bytes: u64) -> Result<()> {
+        let _ = (vol, quota_bytes);
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Bytes the volume's quota counts right now.
+    async fn volume_usage(&self, vol: &VolumeId) -> Result<u64> {
+        let _ = vol;
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Every volume held with its checkpoints (to clean up after a crash).
+    async fn volume_list(&self) -> Result<Vec<(VolumeId, Vec<CheckpointId>)>> {
+        Ok(Vec::new())
+    }
+
+    /// Take a read-only checkpoint of the volume; returns the bytes it references.
+    async fn volume_checkpoint(&self, vol: &VolumeId, ckpt: &CheckpointId) -> Result<u64> {
+        let _ = (vol, ckpt);
+        Err(self.unsupported("volume checkpoints"))
+    }
+
+    async fn volume_delete_checkpoint(&self, vol: &VolumeId, ckpt: &CheckpointId) -> Result<()> {
+        let _ = (vol, ckpt);
+        Err(self.unsupported("volume checkpoints"))
+    }
+
+    /// Write `path` (a [`volume_path`]) from a stream: into a temporary file, renamed into
+    /// place at the end, so a failed or over-quota upload leaves the old file (or none).
+    /// An existing file without `overwrite` is `AlreadyExists`; past the quota `QuotaExceeded`.
+    async fn volume_write(
+        &self,
+        vol: &VolumeId,
+        path: &str,
+        data: ByteReader,
+        overwrite: bool,
+    ) -> Result<VolumeFileInfo> {
+        let _ = (vol, path, data, overwrite);
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Open a regular file of the volume for streaming.
+    async fn volume_read(
+        &self,
+        vol: &VolumeId,
+        path: &str,
+    ) -> Result<(VolumeFileInfo, ByteReader)> {
+        let _ = (vol, path);
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Regular files whose path starts with `prefix`, in path order, at most `limit`; with
+    /// `recursive` false only those directly in the prefix's directory.
+    async fn volume_files(
+        &self,
+        vol: &VolumeId,
+        prefix: &str,
+        recursive: bool,
+        limit: usize,
+    ) -> Result<Vec<VolumeFileInfo>> {
+        let _ = (vol, prefix, recursive, limit);
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Delete a file (or an empty directory). Unknown is `FileNotFound`.
+    async fn volume_remove(&self, vol: &VolumeId, path: &str) -> Result<()> {
+        let _ = (vol, path);
+        Err(self.unsupported("volumes"))
+    }
+
+    /// Mount a volume (or a checkpoint of it, read-only) into the running sandbox, creating
+    /// the mount point. Files belong to the sandbox's root inside.
+    async fn mount_volume(&self, id: &SandboxId, mount: &VolumeMount) -> Result<()> {
+        let _ = (id, mount);
+        Err(self.unsupported("volume mounts"))
+    }
+
+    /// Take a volume mount out of the running sandbox. Nothing mounted there is `FileNotFound`.
+    async fn unmount_volume(&self, id: &SandboxId, mount_path: &str) -> Result<()> {
+        let _ = (id, mount_path);
+        Err(self.unsupported("volume mounts"))
+    }
+
+    /// Replace a sandbox's egress policy; new connections follow it at once (connections already
+    /// open stay). Backends without their own network answer `Unsupported`.
+    async fn set_egress(&self, id: &SandboxId, policy: &EgressPolicy) -> Result<()> {
+        let _ = (id, policy);
+        Err(self.unsupported("egress policies"))
+    }
+
+    /// Attempts the sandbox's egress policy refused so far (refused DNS names, refused
+    /// connections).
+    async fn egress_denials(&self, id: &SandboxId) -> Result<u64> {
+        let _ = id;
+        Err(self.unsupported("egress policies"))
     }
 
     fn unsupported(&self, what: &str) -> RuntimeError {

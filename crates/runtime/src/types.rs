@@ -295,3 +295,37 @@ pub struct SnapshotInfo {
     /// copy-on-write snapshot whose cost does not depend on the size.
     pub copied: bool,
 }
+
+/// What a sandbox may reach outside the host (spec/api.md §2): the five fields of the API, kept
+/// as given (after the server's validation). How they combine is decided by the backend and
+/// written down in docs/network.md; [`EgressPolicy::default`] is the unrestricted policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressPolicy {
+    /// The API's `allow_public_repos`: the documented list of package registries.
+    pub allow_package_managers: bool,
+    pub allow_http: bool,
+    pub allow_https: bool,
+    /// Names (`example.com`) and wildcards (`*.example.com`), lowercase, without a final dot.
+    pub allowed_domains: Vec<String>,
+    /// IPv4 networks in canonical `a.b.c.d/n` form.
+    pub allowed_cidrs: Vec<String>,
+}
+
+impl Default for EgressPolicy {
+    fn default() -> Self {
+        EgressPolicy {
+            allow_package_managers: true,
+            allow_http: true,
+            allow_https: true,
+            allowed_domains: Vec::new(),
+            allowed_cidrs: Vec::new(),
+        }
+    }
+}
+
+impl EgressPolicy {
+    /// The public internet on every port (today's default): both http and https allowed.
+    pub fn is_open(&self) -> bool {
+        self.allow_http && self.allow_https
+    }
+}

@@ -18,11 +18,14 @@
 //! ```
 
 mod audit;
+mod egress;
 mod error;
 mod pty;
 mod shares;
 mod vms;
+mod volumes;
 
+pub use egress::EgressTarget;
 pub use error::Error;
 pub use instavm_api::*;
 pub use pty::{PtyConnection, PtyEvent};

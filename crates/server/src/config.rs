@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// directory.
     pub admin_api_key: Option<String>,
     pub limits: Limits,
+    /// DNS upstreams and private ranges of the VMs' egress (docs/network.md).
+    pub egress: instavm_runtime_ns::EgressSettings,
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.

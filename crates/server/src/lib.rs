@@ -10,6 +10,7 @@ pub mod admission;
 mod audit;
 pub mod auth;
 pub mod config;
+mod egress;
 pub mod error;
 mod exec;
 mod extract;
@@ -28,6 +29,7 @@ pub mod state;
 mod terminals;
 mod usage;
 mod vms;
+mod volumes;
 mod webhooks;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};

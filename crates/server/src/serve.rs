@@ -56,6 +56,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
             if let Some(n) = config.warm_pool {
                 ns.warm_pool = n;
             }
+            ns.egress = config.egress.clone();
             NsRuntime::open(ns)
                 .await
                 .map_err(|e| ServeError::Runtime("namespaces", e))?
@@ -76,6 +77,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     lifecycle::reconcile(&state)
         .await
         .map_err(|e: ApiError| ServeError::Reconcile(e.to_string()))?;
+    match crate::egress::reapply(&state).await {
+        Ok(n) => tracing::info!(policies = n, "egress policies re-applied"),
+        Err(e) => tracing::error!("re-applying egress policies: {e}"),
+    }
     let background = lifecycle::spawn(state.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)

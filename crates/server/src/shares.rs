@@ -162,6 +162,12 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// Now, at the store's precision (milliseconds), so a fresh answer shows the same time as a
+/// later read of the record.
+fn now_as_stored() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_else(Utc::now)
+}
+
 pub fn check_port(port: i64) -> ApiResult<u16> {
     u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| {
         ApiError::Unprocessable(format!("port must be between 1 and 65535, got {port}"))
@@ -239,9 +245,7 @@ pub async fn create(
         is_public,
         token: random_hex(24),
         listen_port,
-        // As stored (milliseconds), so every answer shows the same time.
-        created_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
-            .unwrap_or_else(Utc::now),
+        created_at: now_as_stored(),
         revoked_at: None,
     };
     let saved = row.clone();
@@ -320,8 +324,7 @@ pub async fn update(
     if req.revoke == Some(true) {
         let mut row = row;
         if row.revoked_at.is_none() {
-            let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
-                .unwrap_or_else(Utc::now);
+            let now = now_as_stored();
             let id = row.id.clone();
             state.db(move |s| s.revoke_share(&id, now)).await?;
             row.revoked_at = Some(now);

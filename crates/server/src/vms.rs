@@ -10,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::sessions::{self, reason};
 use crate::snapshots;
 use crate::state::AppState;
+use crate::volumes::{self, PlannedMount};
 use chrono::{DateTime, Utc};
 use instavm_api::{Metadata, SessionState, SnapshotState, VmRecord, VmState};
 use instavm_runtime::{RuntimeError, SandboxId, SandboxSpec, SnapshotId};
@@ -56,6 +57,10 @@ pub struct NewVm {
     pub vault_ids: Vec<String>,
     /// Bind this existing (ended) session instead of starting a new one.
     pub session_id: Option<String>,
+    /// Volumes to mount once the sandbox is up (checked already).
+    pub mounts: Vec<PlannedMount>,
+    /// `egress_policy` of the create: stored as the VM's own policy before it boots.
+    pub egress_policy: Option<instavm_runtime::EgressPolicy>,
 }
 
 /// The caller's VM with this id.
@@ -135,7 +140,10 @@ pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRec
             resumed_vm_id: None,
         },
     };
-    start_boot(state, row, new.spec, rebind, None, wait).await
+    if let Some(p) = &new.egress_policy {
+        crate::egress::set_initial(state, &row.record.vm_id, row.user_id, p).await?;
+    }
+    start_boot(state, row, new.spec, rebind, None, new.mounts, wait).await
 }
 
 type BootTask = tokio::task::JoinHandle<ApiResult<VmRecord>>;
@@ -147,6 +155,7 @@ async fn spawn_boot(
     spec: SandboxSpec,
     rebind: bool,
     replaces: Option<VmRow>,
+    mounts: Vec<PlannedMount>,
 ) -> ApiResult<(VmRecord, BootTask)> {
     {
         let row = row.clone();
@@ -154,7 +163,8 @@ async fn spawn_boot(
     }
     let answer = row.record.clone();
     let task_state = state.clone();
-    let task = tokio::spawn(async move { boot(&task_state, row, spec, rebind, replaces).await });
+    let task =
+        tokio::spawn(async move { boot(&task_state, row, spec, rebind, replaces, mounts).await });
     Ok((answer, task))
 }
 
@@ -164,9 +174,10 @@ async fn start_boot(
     spec: SandboxSpec,
     rebind: bool,
     replaces: Option<VmRow>,
+    mounts: Vec<PlannedMount>,
     wait: bool,
 ) -> ApiResult<VmRecord> {
-    let (answer, task) = spawn_boot(state, row, spec, rebind, replaces).await?;
+    let (answer, task) = spawn_boot(state, row, spec, rebind, replaces, mounts).await?;
     if !wait {
         return Ok(answer);
     }
@@ -180,6 +191,7 @@ async fn boot(
     mut spec: SandboxSpec,
     rebind: bool,
     replaces: Option<VmRow>,
+    mounts: Vec<PlannedMount>,
 ) -> ApiResult<VmRecord> {
     if needs_grace(&row.record) {
         spec.lifetime += EXPIRY_GRACE;
@@ -199,6 +211,21 @@ async fn boot(
             return Err(err);
         }
     };
+    // The egress policy is in force before anyone can use the sandbox.
+    if let Err(err) = crate::egress::apply_new(state, &row, &sandbox.id, replaces.as_ref()).await {
+        if let Err(e) = state.runtime().destroy(&sandbox.id).await {
+            tracing::warn!(error = %e, "destroying the sandbox of a failed VM create");
+        }
+        fail(state, row, &err).await;
+        return Err(err);
+    }
+    if let Err(err) = mount_all(state, &row.record.vm_id, &sandbox.id, &mounts).await {
+        if let Err(e) = state.runtime().destroy(&sandbox.id).await {
+            tracing::warn!(error = %e, "destroying the sandbox of a VM whose volumes failed");
+        }
+        fail(state, row, &err).await;
+        return Err(err);
+    }
     let now = Utc::now();
     row.sandbox_id = Some(sandbox.id.to_string());
     row.record.status = VmState::Active;
@@ -234,6 +261,26 @@ async fn boot(
         "VM active"
     );
     Ok(row.record)
+}
+
+/// Create-time volumes go in by the live-mount path once the sandbox is up (a warm sandbox
+/// too); the first failure undoes the others' records and fails the create.
+async fn mount_all(
+    state: &AppState,
+    vm_id: &str,
+    sandbox: &SandboxId,
+    mounts: &[PlannedMount],
+) -> ApiResult<()> {
+    for (i, p) in mounts.iter().enumerate() {
+        if let Err(err) = volumes::attach(state, vm_id, sandbox, p).await {
+            for done in &mounts[..i] {
+                let (vm, path) = (vm_id.to_owned(), done.mount_path.clone());
+                let _ = state.db(move |s| s.delete_mount(&vm, &path)).await;
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 fn session_for(row: &VmRow, expires_at: DateTime<Utc>) -> SessionRecord {
@@ -438,6 +485,12 @@ pub async fn clone_vm(
     }
     let name = snapshot_name.unwrap_or_else(|| format!("clone/{}", src.record.vm_id));
     let snap = snapshots::take(state, &src, name).await?;
+    let mounts = volumes::inherited(state, src.user_id, Some(&src.record.vm_id)).await;
+    // A clone keeps the egress restrictions of its source.
+    let egress_policy = match crate::egress::effective(state, &src).await? {
+        (_, "default") => None,
+        (p, _) => Some(p),
+    };
     let r = &src.record;
     let new = NewVm {
         user_id: src.user_id,
@@ -457,6 +510,8 @@ pub async fn clone_vm(
         snapshot_name: r.snapshot_name.clone(),
         vault_ids: r.vault_ids.clone(),
         session_id: None,
+        mounts,
+        egress_policy,
     };
     create(state, new, wait).await
 }
@@ -511,9 +566,11 @@ pub async fn reconcile(state: &AppState) -> ApiResult<()> {
         fail(state, row, &ApiError::Conflict(INTERRUPTED.into())).await;
     }
     let snaps = snapshots::reconcile(state).await?;
+    let vols = volumes::reconcile(state).await?;
     tracing::info!(
         interrupted_creates = interrupted,
         cleaned_snapshots = snaps,
+        cleaned_volumes = vols,
         "reconciled VMs"
     );
     Ok(())

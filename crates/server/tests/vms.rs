@@ -690,3 +690,138 @@ async fn session_id_attaches_or_respawns() {
         .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// Egress policies (spec §2): set and read per VM and per session, the SDK's field names, the
+/// runtime told at once, a create with `egress_policy`, a resume and a clone keep it.
+#[tokio::test]
+async fn egress_policies_are_set_read_and_applied() {
+    let api = api();
+    let key = api.user("a@example.com").await;
+    let closed = json!({"allow_public_repos": false, "allow_http": false, "allow_https": false,
+        "allowed_domains": ["Example.COM", "*.test.org"], "allowed_cidrs": ["198.18.0.7/24"]});
+    let vm = api.vm(&key, json!({"egress_policy": closed})).await;
+    let vm_id = vm["vm_id"].as_str().unwrap().to_owned();
+    let sid = vm["session_id"].as_str().unwrap().to_owned();
+    let sb = api.sandbox_of(&vm_id);
+    let applied = api.fake.egress_of(&sb).unwrap();
+    assert_eq!(applied.allowed_domains, vec!["example.com", "*.test.org"]);
+    assert_eq!(applied.allowed_cidrs, vec!["198.18.0.0/24"]);
+    assert!(!applied.allow_http && !applied.allow_https && !applied.allow_package_managers);
+    let (s, b) = api.get(&format!("/v1/egress/vm/{vm_id}"), &key).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            b["allow_public_repos"].clone(),
+            b["allow_package_managers"].clone()
+        ),
+        (json!(false), json!(false))
+    );
+    assert_eq!(
+        (b["mode"].as_str(), b["source"].as_str()),
+        (Some("allowlist"), Some("vm"))
+    );
+    assert_eq!(b["denied_attempts"], 0);
+    // The session's policy: default until set; a set applies to its VM at once (newest wins).
+    let (_, b) = api.get(&format!("/v1/egress/session/{sid}"), &key).await;
+    assert_eq!(
+        (b["source"].as_str(), b["allow_http"].clone()),
+        (Some("default"), json!(true))
+    );
+    let deny = json!({"allow_public_repos": false, "allow_http": false, "allow_https": false,
+        "allowed_domains": [], "allowed_cidrs": []});
+    let (s, b) = api
+        .post(&format!("/v1/egress/session/{sid}"), &key, deny)
+        .await;
+    assert_eq!(
+        (s, b["status"].as_str(), b["mode"].as_str()),
+        (StatusCode::OK, Some("ok"), Some("deny"))
+    );
+    assert!(api.fake.egress_of(&sb).unwrap().allowed_domains.is_empty());
+    let (_, b) = api.get(&format!("/v1/egress/vm/{vm_id}"), &key).await;
+    assert_eq!(b["source"], "session");
+    // Back to open through the VM route.
+    let open = json!({"allow_public_repos": true, "allow_http": true, "allow_https": true,
+        "allowed_domains": [], "allowed_cidrs": []});
+    let (s, _) = api
+        .post(&format!("/v1/egress/vm/{vm_id}"), &key, open)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(api.fake.egress_of(&sb).unwrap().is_open());
+    // A resumed VM (a new id) keeps the policy.
+    let (s, _) = api
+        .post(&format!("/v1/egress/vm/{vm_id}"), &key, closed.clone())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api
+        .post(&format!("/v1/vms/{vm_id}/suspend"), &key, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = api
+        .post(
+            &format!("/v1/vms/{vm_id}/resume?wait=true"),
+            &key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let new_id = b["vm_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, vm_id);
+    let p = api.fake.egress_of(&api.sandbox_of(&new_id)).unwrap();
+    assert_eq!(p.allowed_domains, vec!["example.com", "*.test.org"]);
+    // A clone too.
+    let (s, b) = api
+        .post(
+            &format!("/v1/vms/{new_id}/clone?wait=true"),
+            &key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let clone_id = b["vm_id"].as_str().unwrap().to_owned();
+    assert!(!api
+        .fake
+        .egress_of(&api.sandbox_of(&clone_id))
+        .unwrap()
+        .is_open());
+}
+
+#[tokio::test]
+async fn egress_bad_input_and_other_users_are_4xx() {
+    let api = api();
+    let alice = api.user("a@example.com").await;
+    let bob = api.user("b@example.com").await;
+    let vm = api.vm(&alice, json!({})).await;
+    let vm_id = vm["vm_id"].as_str().unwrap();
+    let sid = vm["session_id"].as_str().unwrap();
+    for body in [
+        json!({"allowed_domains": ["not a name"]}),
+        json!({"allowed_domains": ["1.2.3.4"]}),
+        json!({"allowed_cidrs": ["300.1.1.1/8"]}),
+        json!({"allowed_cidrs": ["fd00::/8"]}),
+        json!({"allow_http": "yes"}),
+    ] {
+        let (s, b) = api
+            .post(&format!("/v1/egress/vm/{vm_id}"), &alice, body.clone())
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {b}");
+        let (s, _) = api
+            .post("/v1/vms?wait=true", &alice, json!({"egress_policy": body}))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    for path in [
+        format!("/v1/egress/vm/{vm_id}"),
+        format!("/v1/egress/session/{sid}"),
+        "/v1/egress/vm/vm_nope".into(),
+        "/v1/egress/session/nope".into(),
+    ] {
+        let (s, _) = api.get(&path, &bob).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+        let (s, _) = api.post(&path, &bob, json!({})).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (s, _) = api
+        .get(&format!("/v1/egress/vm/{vm_id}"), "wrong-key-0123456789")
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

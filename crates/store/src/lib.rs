@@ -6,6 +6,7 @@
 //! The API is synchronous (rusqlite); the server calls it from blocking threads. One connection
 //! serialises writes; reads use a second connection, which WAL lets run alongside a write.
 
+mod egress;
 mod events;
 mod executions;
 mod migrations;
@@ -16,6 +17,7 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod volumes;
 mod webhooks;
 
 #[cfg(test)]
@@ -24,12 +26,16 @@ mod events_tests;
 mod tests;
 #[cfg(test)]
 mod vm_tests;
+#[cfg(test)]
+mod volume_tests;
 
+pub use egress::EgressRow;
 pub use events::{with_actor, Actor, EventFilter, EventRow, EVENT_CATALOG};
 pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
+pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
 pub use webhooks::{DeliveryFilter, WebhookAttempt, WebhookDeliveryRow, WebhookEndpointRow};
 
 use chrono::{DateTime, TimeZone, Utc};

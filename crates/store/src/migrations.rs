@@ -114,6 +114,52 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX snapshots_user ON snapshots(user_id, created_at);
     CREATE INDEX snapshots_status ON snapshots(status);
     ",
+    // 3: volumes, checkpoints, mounts
+    "
+    CREATE TABLE volumes (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        quota_bytes INTEGER NOT NULL,
+        used_bytes  INTEGER NOT NULL DEFAULT 0,
+        status      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        UNIQUE (user_id, name)
+    );
+    CREATE TABLE volume_checkpoints (
+        id          TEXT PRIMARY KEY,
+        volume_id   TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+        name        TEXT,
+        status      TEXT NOT NULL,
+        size_bytes  INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX volume_checkpoints_volume ON volume_checkpoints(volume_id, created_at);
+    CREATE TABLE vm_mounts (
+        vm_id         TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        volume_id     TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+        mount_path    TEXT NOT NULL,
+        mode          TEXT NOT NULL,
+        checkpoint_id TEXT,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (vm_id, mount_path)
+    );
+    CREATE INDEX vm_mounts_volume ON vm_mounts(volume_id);
+    ",
+    // 4: egress policies. One row per VM or session that was given a policy (none: the
+    // default, open one); the policy is the five fields of spec/api.md §2 as JSON.
+    "
+    CREATE TABLE egress_policies (
+        target_type TEXT NOT NULL CHECK (target_type IN ('vm', 'session')),
+        target_id   TEXT NOT NULL,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        policy      TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (target_type, target_id)
+    );
+    CREATE INDEX egress_policies_user ON egress_policies(user_id);
+    ",
     // 5: shares. One live share per (session, port): the session outlives resumes, which
     // give the VM a new id. `listen_port` is the proxy port in ports mode (NULL once released).
     "

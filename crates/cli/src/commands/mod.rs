@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod connect;
 pub mod deploy;
+pub mod egress;
 pub mod events;
 pub mod exec;
 pub mod image;
@@ -13,6 +14,7 @@ pub mod server_shares;
 pub mod shares;
 pub mod snapshots;
 pub mod vms;
+pub mod volumes;
 pub mod whoami;
 
 use crate::config::{self, Overrides, Settings};

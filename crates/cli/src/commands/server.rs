@@ -59,9 +59,30 @@ pub struct ServerArgs {
     /// Disk quota one user's live sandboxes may hold together, in MB.
     #[arg(long, env = "INSTAVM_USER_DISK_MB", default_value_t = AdmissionLimits::default().user_disk_mb)]
     pub user_disk_mb: u64,
+    /// Where the VMs' resolvers forward DNS questions, ADDR[:PORT] (repeatable; port 53 by
+    /// default) [default: the nameservers of the host's /etc/resolv.conf].
+    #[arg(long = "dns-upstream", env = "INSTAVM_DNS_UPSTREAM", value_delimiter = ',', value_parser = parse_dns_upstream)]
+    pub dns_upstream: Vec<SocketAddr>,
+    /// An IPv4 range no VM may reach, in addition to the defaults (RFC 1918, 100.64.0.0/10,
+    /// loopback, link-local, 0/8, 192.0.0.0/24, multicast, 240/4); repeatable.
+    #[arg(long = "private-range", env = "INSTAVM_PRIVATE_RANGES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub private_range: Vec<String>,
+    /// An IPv4 range VMs may reach although it is private by default (a whole default range or
+    /// a part of one, e.g. 10.20.0.0/16); repeatable. The host itself, other VMs and
+    /// 169.254.0.0/16 stay unreachable whatever this says.
+    #[arg(long = "allow-private-range", env = "INSTAVM_ALLOW_PRIVATE_RANGES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allow_private_range: Vec<String>,
     /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
     #[arg(short = 'j', long)]
     pub json: bool,
+}
+
+fn parse_dns_upstream(text: &str) -> Result<SocketAddr, String> {
+    instavm_net::egress::parse_upstream(text.trim())
+}
+
+fn parse_cidr(text: &str) -> Result<String, String> {
+    instavm_net::egress::policy::Cidr::parse(text).map(|c| c.to_string())
 }
 
 /// `--ssh-listen`: an address, or `off`.
@@ -157,6 +178,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                         user_disk_mb: args.user_disk_mb,
                     },
                     ..Limits::default()
+                },
+                egress: instavm_runtime_ns::EgressSettings {
+                    dns_upstreams: args.dns_upstream,
+                    private_ranges: args.private_range,
+                    allowed_private_ranges: args.allow_private_range,
                 },
             };
             runtime.block_on(instavm_server::run(config))?;

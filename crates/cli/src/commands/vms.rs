@@ -4,7 +4,7 @@ use super::RuntimeArgs;
 use crate::output::{display, emit, table, Spinner};
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use instavm_sdk::{CloneVmRequest, CreateVmRequest, UpdateVmRequest, VmRecord};
+use instavm_sdk::{CloneVmRequest, CreateVmRequest, UpdateVmRequest, VmRecord, VolumeMountSpec};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -52,22 +52,26 @@ pub struct CreateArgs {
     pub no_auto_resume: bool,
 }
 
-fn volume(spec: &str) -> anyhow::Result<Value> {
+fn volume(spec: &str) -> anyhow::Result<VolumeMountSpec> {
     let parts: Vec<&str> = spec.split(':').collect();
     if parts.len() < 2 || parts.len() > 4 || parts[0].is_empty() || parts[1].is_empty() {
         bail!("invalid --volume {spec:?}: use <volume_id>:<mount_path>[:rw|ro[:checkpoint_id]]");
     }
     let mode = parts.get(2).copied().unwrap_or("rw");
     let checkpoint = match (mode, parts.get(3)) {
-        ("rw", None) => Value::Null,
-        ("ro", None) => json!("latest"),
-        ("ro", Some(c)) => json!(c),
+        ("rw", None) => None,
+        ("ro", None) => Some("latest".to_owned()),
+        ("ro", Some(c)) => Some((*c).to_owned()),
         ("rw", Some(_)) => bail!("invalid --volume {spec:?}: a checkpoint needs mode ro"),
         _ => bail!("invalid --volume {spec:?}: mode must be rw or ro"),
     };
-    Ok(
-        json!({"volume_id": parts[0], "mount_path": parts[1], "mode": mode, "checkpoint_id": checkpoint}),
-    )
+    Ok(VolumeMountSpec {
+        volume_id: Some(parts[0].to_owned()),
+        mount_path: Some(parts[1].to_owned()),
+        mode: Some(mode.to_owned()),
+        checkpoint_id: checkpoint,
+        ..VolumeMountSpec::default()
+    })
 }
 
 fn dedup(items: &[String]) -> Vec<String> {

@@ -1,7 +1,9 @@
 //! Raw system calls of the namespace backend. Every `unsafe` block of the crate lives here, each
 //! with the reason it is sound.
 
+pub mod beneath;
 mod btrfs_snap;
+pub mod mounts;
 pub mod netlink;
 
 pub use btrfs_snap::btrfs_snapshot;
@@ -504,6 +506,13 @@ pub fn btrfs_delete_subvolume(parent: &Path, name: &str) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// Commit the file system holding `path` (btrfs: the transaction that updates qgroups).
+pub fn sync_fs(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    // SAFETY: syncfs on a descriptor we hold.
+    check(unsafe { libc::syncfs(f.as_raw_fd()) }).map(drop)
 }
 
 /// Free bytes of the file system holding `path`.

@@ -43,7 +43,7 @@ pub fn sandbox_path(raw: &str) -> ApiResult<String> {
 }
 
 /// A place among the user's file transfers in flight, or 429.
-fn transfer_pass(state: &AppState, user_id: i64) -> ApiResult<Pass> {
+pub(crate) fn transfer_pass(state: &AppState, user_id: i64) -> ApiResult<Pass> {
     let limit = state.limits().max_concurrent_transfers_per_user;
     state
         .gate()
@@ -76,9 +76,9 @@ pub async fn upload(
 }
 
 /// Most body bytes read and dropped after a refused upload before the connection is closed.
-const DRAIN_AFTER_ERROR: u64 = 64 << 20;
+pub(crate) const DRAIN_AFTER_ERROR: u64 = 64 << 20;
 
-async fn drain_rest(form: &mut axum::extract::Multipart, mut budget: u64) {
+pub(crate) async fn drain_rest(form: &mut axum::extract::Multipart, mut budget: u64) {
     while let Ok(Some(mut field)) = form.next_field().await {
         while let Ok(Some(chunk)) = field.chunk().await {
             budget = budget.saturating_sub(chunk.len() as u64);
@@ -182,41 +182,47 @@ impl Target {
         }
     }
 
-    /// Stream a multipart field into the sandbox. The field borrows the form, so it cannot be
-    /// handed to the runtime as an owned reader: a pump forwards its chunks through a small
-    /// channel while the runtime reads from the other end, keeping a few chunks in memory.
-    async fn write_field(
-        self,
-        state: &AppState,
-        mut field: Field<'_>,
-    ) -> ApiResult<UploadResponse> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-        let chunks = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
-        let reader: ByteReader = Box::pin(StreamReader::new(chunks));
-        let pump = async move {
-            loop {
-                match field.chunk().await {
-                    Ok(Some(chunk)) => {
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return Ok(()); // The runtime stopped reading; it reports why.
-                        }
-                    }
-                    Ok(None) => return Ok(()), // Dropping `tx` ends the stream.
-                    Err(err) => {
-                        let io_err = io::Error::new(io::ErrorKind::InvalidData, err.body_text());
-                        let _ = tx.send(Err(io_err)).await;
-                        return Err(multipart_error(err));
+    async fn write_field(self, state: &AppState, field: Field<'_>) -> ApiResult<UploadResponse> {
+        with_field_reader(field, |reader| self.write(state, reader)).await
+    }
+}
+
+/// Stream a multipart field into `write`. The field borrows the form, so it cannot be handed
+/// over as an owned reader: a pump forwards its chunks through a small channel while `write`
+/// reads from the other end, keeping a few chunks in memory.
+pub(crate) async fn with_field_reader<T, Fut>(
+    mut field: Field<'_>,
+    write: impl FnOnce(ByteReader) -> Fut,
+) -> ApiResult<T>
+where
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    let chunks = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let reader: ByteReader = Box::pin(StreamReader::new(chunks));
+    let pump = async move {
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(()); // The writer stopped reading; it reports why.
                     }
                 }
+                Ok(None) => return Ok(()), // Dropping `tx` ends the stream.
+                Err(err) => {
+                    let io_err = io::Error::new(io::ErrorKind::InvalidData, err.body_text());
+                    let _ = tx.send(Err(io_err)).await;
+                    return Err(multipart_error(err));
+                }
             }
-        };
-        let (pumped, written) = tokio::join!(pump, self.write(state, reader));
-        // A broken request body is the clearer explanation of a failed write.
-        pumped?;
-        written
-    }
+        }
+    };
+    let (pumped, written) = tokio::join!(pump, write(reader));
+    // A broken request body is the clearer explanation of a failed write.
+    pumped?;
+    written
 }
 
 /// A file part saved to a temporary file because it came before `remote_path`. Its bytes count
@@ -290,7 +296,7 @@ impl Spooled {
     }
 }
 
-async fn text_field(field: Field<'_>) -> ApiResult<String> {
+pub(crate) async fn text_field(field: Field<'_>) -> ApiResult<String> {
     let name = field.name().unwrap_or_default().to_owned();
     let mut buf = Vec::new();
     let mut field = field;
@@ -311,7 +317,7 @@ async fn drain(mut field: Field<'_>) -> ApiResult<()> {
     Ok(())
 }
 
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::from_rejection(
         err.status(),
         format!("invalid multipart body: {}", err.body_text()),
@@ -367,7 +373,7 @@ pub async fn download(
 
 /// The JSON document `head + base64(reader) + "\",\"size\":N}"` as a stream. Base64 works on
 /// 3-byte groups, so up to two bytes are carried from one chunk to the next.
-fn base64_json_body(
+pub(crate) fn base64_json_body(
     head: String,
     reader: ByteReader,
     max: u64,

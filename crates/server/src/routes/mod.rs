@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod audit;
+mod egress;
 mod exec;
 mod files;
 mod health;
@@ -12,6 +13,7 @@ mod snapshots;
 mod ssh_keys;
 mod users;
 mod vms;
+mod volumes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -83,6 +85,10 @@ pub fn app(state: AppState) -> Router {
         .merge(shares::router())
         // Audit events (spec §14).
         .merge(audit::router())
+        // Volumes (§16) and their mounts in VMs (§6.12 to §6.14).
+        .merge(volumes::router(limits.max_upload_bytes))
+        // Egress policy (spec §2).
+        .merge(egress::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

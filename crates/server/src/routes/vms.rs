@@ -4,7 +4,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
-use crate::{sessions, snapshots, vms};
+use crate::{sessions, snapshots, vms, volumes};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -60,16 +60,11 @@ async fn create(
             )))
         }
     }
-    if req.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::Unprocessable(
-            "volumes are not supported by this server yet".into(),
-        ));
-    }
-    if req.egress_policy.as_ref().is_some_and(|p| !p.is_null()) {
-        return Err(ApiError::Unprocessable(
-            "egress policies are not supported by this server yet".into(),
-        ));
-    }
+    let egress_policy = req
+        .egress_policy
+        .as_ref()
+        .map(crate::egress::from_request)
+        .transpose()?;
     if let Some(name) = &req.snapshot_name {
         snapshots::check_name(name)?;
     }
@@ -87,6 +82,8 @@ async fn create(
     )?;
     let metadata = req.metadata.clone().unwrap_or_default();
     super::sessions::check_metadata(&metadata)?;
+    let mut mounts =
+        volumes::plan_all(&state, user.id, req.volumes.as_deref().unwrap_or_default()).await?;
     if let Some(snap) = &req.snapshot_id {
         let row = snapshots::owned(&state, user.id, snap).await?;
         if !vms::bootable(row.record.status) {
@@ -96,6 +93,12 @@ async fn create(
             )));
         }
         spec.from_snapshot = SnapshotId::parse(snap);
+        // The snapshot's VM's volumes, where the request puts nothing at their path.
+        for p in volumes::inherited(&state, user.id, row.record.vm_id.as_deref()).await {
+            if !mounts.iter().any(|m| m.mount_path == p.mount_path) {
+                mounts.push(p);
+            }
+        }
     }
     state.require_ready()?;
     let new = vms::NewVm {
@@ -109,6 +112,8 @@ async fn create(
         snapshot_name: req.snapshot_name.clone(),
         vault_ids: req.vault_ids.clone().unwrap_or_default(),
         session_id: None,
+        mounts,
+        egress_policy,
     };
     if let Some(sid) = &req.session_id {
         let session = sessions::owned(&state, user.id, sid).await?;

@@ -131,7 +131,9 @@ pub async fn resume(state: &AppState, old: VmRow, wait: bool) -> ApiResult<VmRec
         from_snapshot: Some(from),
         ..SandboxSpec::default()
     };
-    let (record, task) = spawn_boot(state, row, spec, true, Some(replaced)).await?;
+    // The suspended VM's volumes come back (it holds none while suspended).
+    let mounts = crate::volumes::inherited(state, old.user_id, Some(&old.record.vm_id)).await;
+    let (record, task) = spawn_boot(state, row, spec, true, Some(replaced), mounts).await?;
     // The guard lives until the boot has finished, in or out of this request.
     let waiter = tokio::spawn(async move {
         let _guard = guard;

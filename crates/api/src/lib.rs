@@ -17,6 +17,7 @@ mod shares;
 mod users;
 mod vms;
 mod volumes;
+mod webhooks;
 
 pub use audit::*;
 pub use egress::*;
@@ -30,6 +31,7 @@ pub use shares::*;
 pub use users::*;
 pub use vms::*;
 pub use volumes::*;
+pub use webhooks::*;
 
 use serde::{Deserialize, Serialize};
 

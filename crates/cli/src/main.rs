@@ -88,6 +88,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::volumes::VolumeCommand>,
     },
+    /// Webhook endpoints, deliveries and signature checks.
+    #[command(alias = "webhook")]
+    Webhooks {
+        #[command(subcommand)]
+        command: Option<commands::webhooks::WebhooksCommand>,
+    },
     /// Get or set VM and session egress policy.
     Egress {
         #[command(subcommand)]
@@ -132,6 +138,8 @@ fn main() -> ExitCode {
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
         Some(Command::Volume { command: None }) => group_help("volume"),
         Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
+        Some(Command::Webhooks { command: None }) => group_help("webhooks"),
+        Some(Command::Webhooks { command: Some(c) }) => block_on_code(commands::webhooks::run(c)),
         Some(Command::Egress { command: None }) => group_help("egress"),
         Some(Command::Egress { command: Some(c) }) => block_on(commands::egress::run(c)),
     };

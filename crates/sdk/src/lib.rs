@@ -24,6 +24,7 @@ mod pty;
 mod shares;
 mod vms;
 mod volumes;
+pub mod webhooks;
 
 pub use egress::EgressTarget;
 pub use error::Error;

@@ -30,10 +30,11 @@ mod terminals;
 mod usage;
 mod vms;
 mod volumes;
-mod webhooks;
+pub mod webhooks;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use routes::app;
 pub use serve::{ns_config, purge, run, ServeError};
 pub use shares::ShareSettings;
 pub use state::{AppState, Readiness};
+pub use webhooks::WebhookSettings;

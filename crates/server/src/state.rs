@@ -36,6 +36,8 @@ struct Shared {
     /// The share proxy, once it runs.
     shares: std::sync::OnceLock<Arc<crate::shares::SharePlane>>,
     metrics: crate::metrics::Metrics,
+    /// The webhook plane (settings, client, worker wake-up); defaults until the server sets it.
+    webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -87,6 +89,7 @@ impl AppState {
                 ssh_host: std::sync::OnceLock::new(),
                 shares: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
+                webhooks: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -127,6 +130,19 @@ impl AppState {
 
     pub(crate) fn shares(&self) -> Option<Arc<crate::shares::SharePlane>> {
         self.inner.shares.get().cloned()
+    }
+
+    /// Set once, when the webhook worker starts.
+    pub(crate) fn set_webhooks(&self, hooks: Arc<crate::webhooks::Webhooks>) {
+        let _ = self.inner.webhooks.set(hooks);
+    }
+
+    /// The webhook plane; private URLs refused unless the server was started allowing them.
+    pub(crate) fn webhooks(&self) -> Arc<crate::webhooks::Webhooks> {
+        self.inner
+            .webhooks
+            .get_or_init(|| Arc::new(crate::webhooks::Webhooks::new(Default::default())))
+            .clone()
     }
 
     pub fn admission(&self) -> &Admission {

@@ -96,6 +96,17 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
             "vm.updated",
         ],
     ),
+    (
+        "webhook",
+        &[
+            "webhook.endpoint_created",
+            "webhook.endpoint_updated",
+            "webhook.endpoint_enabled",
+            "webhook.endpoint_disabled",
+            "webhook.secret_rotated",
+            "webhook.endpoint_deleted",
+        ],
+    ),
 ];
 
 /// An event as stored.

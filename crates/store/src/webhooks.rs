@@ -18,6 +18,9 @@ pub struct WebhookEndpointRow {
     pub verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set by the store: the endpoint gets the events after this position in the log (its
+    /// creation, or when it was last enabled).
+    pub since_seq: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +52,7 @@ pub struct WebhookAttempt {
 }
 
 const ENDPOINT_COLUMNS: &str = "id, user_id, url, description, event_patterns, secret, \
-    timeout_seconds, max_retries, enabled, verified_at, created_at, updated_at";
+    timeout_seconds, max_retries, enabled, verified_at, created_at, updated_at, since_seq";
 const DELIVERY_COLUMNS: &str = "seq, id, endpoint_id, user_id, event_id, event_type, body, \
     status, attempt_count, next_attempt_at, last_status_code, last_error, created_at, delivered_at";
 
@@ -68,6 +71,7 @@ fn endpoint(row: &Row<'_>) -> rusqlite::Result<WebhookEndpointRow> {
         verified_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
         created_at: from_millis(row.get(10)?),
         updated_at: from_millis(row.get(11)?),
+        since_seq: row.get(12)?,
     })
 }
 
@@ -107,10 +111,13 @@ impl Store {
         self.writer()
             .prepare_cached(&format!(
                 "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                     (SELECT IFNULL(MAX(seq), 0) FROM events))
                  ON CONFLICT (id) DO UPDATE SET url = ?3, description = ?4, event_patterns = ?5,
                      secret = ?6, timeout_seconds = ?7, max_retries = ?8, enabled = ?9,
-                     verified_at = ?10, updated_at = ?12"
+                     verified_at = ?10, updated_at = ?12,
+                     since_seq = CASE WHEN enabled = 0 AND ?9 THEN excluded.since_seq
+                                      ELSE since_seq END"
             ))?
             .execute(params![
                 e.id,
@@ -197,9 +204,9 @@ impl Store {
             let endpoints: Vec<WebhookEndpointRow> = {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
-                     WHERE user_id = ?1 AND enabled = 1"
+                     WHERE user_id = ?1 AND enabled = 1 AND since_seq < ?2"
                 ))?;
-                let rows = stmt.query_map([user_id], endpoint)?;
+                let rows = stmt.query_map(params![user_id, event.seq], endpoint)?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             if endpoints.is_empty() {
@@ -216,6 +223,26 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(queued)
+    }
+
+    /// Where the dispatcher is in the event log (it has turned every event up to here into
+    /// deliveries).
+    pub fn webhook_dispatch_cursor(&self) -> Result<i64> {
+        Ok(self.reader().query_row(
+            "SELECT last_seq FROM webhook_dispatch WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// When the next pending delivery is due (`None`: nothing pending).
+    pub fn next_webhook_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let at: Option<i64> = self.reader().query_row(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(from_millis))
     }
 
     /// Pending deliveries due by `now`, oldest first.

@@ -15,6 +15,7 @@ pub mod shares;
 pub mod snapshots;
 pub mod vms;
 pub mod volumes;
+pub mod webhooks;
 pub mod whoami;
 
 use crate::config::{self, Overrides, Settings};

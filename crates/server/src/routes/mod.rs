@@ -14,6 +14,7 @@ mod ssh_keys;
 mod users;
 mod vms;
 mod volumes;
+mod webhooks;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -89,6 +90,8 @@ pub fn app(state: AppState) -> Router {
         .merge(volumes::router(limits.max_upload_bytes))
         // Egress policy (spec §2).
         .merge(egress::router())
+        // Webhooks (spec §15).
+        .merge(webhooks::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

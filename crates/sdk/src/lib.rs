@@ -18,6 +18,7 @@
 //! ```
 
 mod audit;
+mod credits;
 mod egress;
 mod error;
 mod pty;

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub egress: instavm_runtime_ns::EgressSettings,
     /// Webhook deliveries (docs/webhooks.md).
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Metering rates, allocations and enforcement (docs/billing.md).
+    pub billing: crate::metering::BillingSettings,
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.

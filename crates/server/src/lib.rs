@@ -17,6 +17,7 @@ mod extract;
 mod gate;
 mod json_body;
 pub mod lifecycle;
+pub mod metering;
 mod metrics;
 mod routes;
 mod serve;
@@ -33,6 +34,7 @@ mod volumes;
 pub mod webhooks;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
+pub use metering::BillingSettings;
 pub use routes::app;
 pub use serve::{ns_config, purge, run, ServeError};
 pub use shares::ShareSettings;

@@ -83,6 +83,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     }
     let background = lifecycle::spawn(state.clone());
     let webhooks = crate::webhooks::start(&state, config.webhooks.clone());
+    let metering = crate::metering::start(&state, config.billing.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -146,6 +147,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     };
     drop(background);
     webhooks.abort();
+    metering.abort();
     if let Err(err) = state.flush_usage().await {
         tracing::error!(error = %err, "writing usage counters at shutdown failed");
     }

@@ -38,6 +38,8 @@ struct Shared {
     metrics: crate::metrics::Metrics,
     /// The webhook plane (settings, client, worker wake-up); defaults until the server sets it.
     webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
+    /// Metering rates and allocations; defaults until the server sets them.
+    billing: std::sync::OnceLock<crate::metering::BillingSettings>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -90,6 +92,7 @@ impl AppState {
                 shares: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
                 webhooks: std::sync::OnceLock::new(),
+                billing: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -143,6 +146,15 @@ impl AppState {
             .webhooks
             .get_or_init(|| Arc::new(crate::webhooks::Webhooks::new(Default::default())))
             .clone()
+    }
+
+    /// Set once, when the metering sampler starts.
+    pub(crate) fn set_billing(&self, settings: crate::metering::BillingSettings) {
+        let _ = self.inner.billing.set(settings);
+    }
+
+    pub(crate) fn billing(&self) -> &crate::metering::BillingSettings {
+        self.inner.billing.get_or_init(Default::default)
     }
 
     pub fn admission(&self) -> &Admission {

@@ -9,6 +9,7 @@
 mod egress;
 mod events;
 mod executions;
+mod metering;
 mod migrations;
 mod records;
 mod sessions;
@@ -31,6 +32,7 @@ mod volume_tests;
 
 pub use egress::EgressRow;
 pub use events::{with_actor, Actor, EventFilter, EventRow, EVENT_CATALOG};
+pub use metering::{CreditAllocation, MeterReading, UsageSampleRow, UsageSum};
 pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod connect;
 pub mod deploy;
 pub mod egress;
@@ -10,6 +11,7 @@ pub mod exec;
 pub mod image;
 pub mod pty;
 pub mod server;
+pub mod server_billing;
 pub mod server_shares;
 pub mod shares;
 pub mod snapshots;

@@ -79,6 +79,8 @@ pub struct ServerArgs {
         env = "INSTAVM_ALLOW_PRIVATE_WEBHOOKS"
     )]
     pub allow_private_webhooks: bool,
+    #[command(flatten)]
+    pub billing: super::server_billing::BillingArgs,
     /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
     #[arg(short = 'j', long)]
     pub json: bool,
@@ -194,6 +196,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 webhooks: instavm_server::WebhookSettings {
                     allow_private: args.allow_private_webhooks,
                 },
+                billing: args.billing.settings(),
             };
             runtime.block_on(instavm_server::run(config))?;
             Ok(())

@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod audit;
+mod credits;
 mod egress;
 mod exec;
 mod files;
@@ -92,6 +93,8 @@ pub fn app(state: AppState) -> Router {
         .merge(egress::router())
         // Webhooks (spec §15).
         .merge(webhooks::router())
+        // Credits and billing (spec §19).
+        .merge(credits::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

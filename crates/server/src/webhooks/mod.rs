@@ -87,6 +87,48 @@ impl Webhooks {
     }
 }
 
+/// The webhook counters, in OpenMetrics text, before the `# EOF` of `/metrics`.
+pub fn append_metrics(state: &AppState, text: &mut String) {
+    let hooks = state.webhooks();
+    let c = &hooks.counters;
+    if text.ends_with("# EOF\n") {
+        text.truncate(text.len() - "# EOF\n".len());
+    }
+    for (name, help, v) in [
+        (
+            "instavm_webhook_deliveries_queued",
+            "Webhook deliveries queued.",
+            &c.queued,
+        ),
+        (
+            "instavm_webhook_attempts",
+            "Webhook delivery attempts made.",
+            &c.attempts,
+        ),
+        (
+            "instavm_webhook_delivered",
+            "Webhook deliveries answered with a 2xx.",
+            &c.delivered,
+        ),
+        (
+            "instavm_webhook_failed_attempts",
+            "Webhook attempts that failed (non-2xx, timeout, refused).",
+            &c.failed_attempts,
+        ),
+        (
+            "instavm_webhook_exhausted",
+            "Webhook deliveries that used up their retries.",
+            &c.exhausted,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
+    text.push_str("# EOF\n");
+}
+
 /// Start the delivery worker; it runs until the returned handle is aborted or dropped with
 /// the runtime.
 pub fn start(state: &AppState, settings: WebhookSettings) -> tokio::task::JoinHandle<()> {

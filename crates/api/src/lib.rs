@@ -18,6 +18,7 @@ mod users;
 mod vms;
 mod volumes;
 mod workloads;
+mod webhooks;
 
 pub use audit::*;
 pub use egress::*;
@@ -32,6 +33,7 @@ pub use users::*;
 pub use vms::*;
 pub use volumes::*;
 pub use workloads::*;
+pub use webhooks::*;
 
 use serde::{Deserialize, Serialize};
 

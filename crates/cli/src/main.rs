@@ -106,6 +106,17 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::volumes::VolumeCommand>,
     },
+    /// Credits, usage and rates (`billing` alone prints the portal URL).
+    Billing {
+        #[command(subcommand)]
+        command: Option<commands::billing::BillingCommand>,
+    },
+    /// Webhook endpoints, deliveries and signature checks.
+    #[command(alias = "webhook")]
+    Webhooks {
+        #[command(subcommand)]
+        command: Option<commands::webhooks::WebhooksCommand>,
+    },
     /// Get or set VM and session egress policy.
     Egress {
         #[command(subcommand)]
@@ -157,6 +168,9 @@ fn main() -> ExitCode {
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
         Some(Command::Volume { command: None }) => group_help("volume"),
         Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
+        Some(Command::Billing { command }) => block_on(commands::billing::run(command)),
+        Some(Command::Webhooks { command: None }) => group_help("webhooks"),
+        Some(Command::Webhooks { command: Some(c) }) => block_on_code(commands::webhooks::run(c)),
         Some(Command::Egress { command: None }) => group_help("egress"),
         Some(Command::Egress { command: Some(c) }) => block_on(commands::egress::run(c)),
     };

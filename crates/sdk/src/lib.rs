@@ -18,6 +18,7 @@
 //! ```
 
 mod audit;
+mod credits;
 mod egress;
 mod error;
 mod pty;
@@ -25,6 +26,7 @@ mod shares;
 mod vms;
 mod volumes;
 mod workloads;
+pub mod webhooks;
 
 pub use egress::EgressTarget;
 pub use error::Error;

@@ -127,6 +127,7 @@ impl Admission {
 
 /// Admit a sandbox of `want` for `user_id`, or 403 naming the sum it would break.
 pub async fn admit(state: &AppState, user_id: i64, want: Resources) -> ApiResult<Reservation> {
+    crate::metering::enforce_credits(state, user_id).await?;
     let admission = state.admission();
     let _turn = admission.one_at_a_time.lock().await;
     // Pending first: a reservation dropped after this point belongs to a sandbox whose record

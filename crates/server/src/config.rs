@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// DNS upstreams and private ranges of the VMs' egress (docs/network.md).
     pub egress: instavm_runtime_ns::EgressSettings,
+    /// Webhook deliveries (docs/webhooks.md).
+    pub webhooks: crate::webhooks::WebhookSettings,
+    /// Metering rates, allocations and enforcement (docs/billing.md).
+    pub billing: crate::metering::BillingSettings,
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.

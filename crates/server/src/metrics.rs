@@ -174,6 +174,7 @@ pub async fn serve(
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry)
         .map_err(ApiError::internal)?;
+    crate::webhooks::append_metrics(&state, &mut text);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -82,6 +82,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         Err(e) => tracing::error!("re-applying egress policies: {e}"),
     }
     let background = lifecycle::spawn(state.clone());
+    let webhooks = crate::webhooks::start(&state, config.webhooks.clone());
+    let metering = crate::metering::start(&state, config.billing.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -144,6 +146,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         }
     };
     drop(background);
+    webhooks.abort();
+    metering.abort();
     if let Err(err) = state.flush_usage().await {
         tracing::error!(error = %err, "writing usage counters at shutdown failed");
     }

@@ -38,6 +38,10 @@ struct Shared {
     metrics: crate::metrics::Metrics,
     /// Wakes the workload scheduler (a new workload, a manual run, a run that ended).
     workloads_wake: tokio::sync::Notify,
+    /// The webhook plane (settings, client, worker wake-up); defaults until the server sets it.
+    webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
+    /// Metering rates and allocations; defaults until the server sets them.
+    billing: std::sync::OnceLock<crate::metering::BillingSettings>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -90,6 +94,8 @@ impl AppState {
                 shares: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
                 workloads_wake: tokio::sync::Notify::new(),
+                webhooks: std::sync::OnceLock::new(),
+                billing: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -134,6 +140,28 @@ impl AppState {
 
     pub(crate) fn shares(&self) -> Option<Arc<crate::shares::SharePlane>> {
         self.inner.shares.get().cloned()
+    }
+
+    /// Set once, when the webhook worker starts.
+    pub(crate) fn set_webhooks(&self, hooks: Arc<crate::webhooks::Webhooks>) {
+        let _ = self.inner.webhooks.set(hooks);
+    }
+
+    /// The webhook plane; private URLs refused unless the server was started allowing them.
+    pub(crate) fn webhooks(&self) -> Arc<crate::webhooks::Webhooks> {
+        self.inner
+            .webhooks
+            .get_or_init(|| Arc::new(crate::webhooks::Webhooks::new(Default::default())))
+            .clone()
+    }
+
+    /// Set once, when the metering sampler starts.
+    pub(crate) fn set_billing(&self, settings: crate::metering::BillingSettings) {
+        let _ = self.inner.billing.set(settings);
+    }
+
+    pub(crate) fn billing(&self) -> &crate::metering::BillingSettings {
+        self.inner.billing.get_or_init(Default::default)
     }
 
     pub fn admission(&self) -> &Admission {

@@ -105,6 +105,7 @@ fn sandbox_of(row: &VmRow) -> ApiResult<SandboxId> {
 /// not leave a half-made VM). With `wait`, answers once it is `active` (or the error);
 /// otherwise at once.
 pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRecord> {
+    crate::metering::enforce_credits(state, new.user_id).await?;
     let now = Utc::now();
     let lifetime = new.spec.lifetime;
     let rebind = new.session_id.is_some();

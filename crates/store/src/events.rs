@@ -97,6 +97,17 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "webhook",
+        &[
+            "webhook.endpoint_created",
+            "webhook.endpoint_updated",
+            "webhook.endpoint_enabled",
+            "webhook.endpoint_disabled",
+            "webhook.secret_rotated",
+            "webhook.endpoint_deleted",
+        ],
+    ),
+    (
         "workload",
         &[
             "workload.deployed",
@@ -146,10 +157,10 @@ pub struct EventFilter {
     pub before_seq: Option<i64>,
 }
 
-const COLUMNS: &str = "seq, id, created_at, user_id, event_group, event_type, status, vm_id, \
+pub(crate) const COLUMNS: &str = "seq, id, created_at, user_id, event_group, event_type, status, vm_id, \
     session_id, resource_type, resource_id, actor_type, actor_id, request_id, payload, error_message";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
+pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
     let payload: String = row.get(14)?;
     Ok(EventRow {
         seq: row.get(0)?,

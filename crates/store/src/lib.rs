@@ -9,6 +9,7 @@
 mod egress;
 mod events;
 mod executions;
+mod metering;
 mod migrations;
 mod records;
 mod sessions;
@@ -19,6 +20,7 @@ mod users;
 mod vms;
 mod volumes;
 mod workloads;
+mod webhooks;
 
 #[cfg(test)]
 mod events_tests;
@@ -31,12 +33,14 @@ mod volume_tests;
 
 pub use egress::EgressRow;
 pub use events::{with_actor, Actor, EventFilter, EventRow, EVENT_CATALOG};
+pub use metering::{CreditAllocation, MeterReading, UsageSampleRow, UsageSum};
 pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
 pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
 pub use workloads::{NewRun, RunRow, WorkloadRow};
+pub use webhooks::{DeliveryFilter, WebhookAttempt, WebhookDeliveryRow, WebhookEndpointRow};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;

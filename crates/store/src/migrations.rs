@@ -181,7 +181,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ",
     // 6: audit events, written by triggers in the transaction of each change.
     include_str!("sql/events.sql"),
-    // 7: workloads (cron and job deploys) and their runs.
+    // 7: webhook endpoints and their delivery queue.
+    include_str!("sql/webhooks.sql"),
+    // 8: reserved for another branch (vault); this no-op holds its place until that merges,
+    // and the merge replaces it with the real migration 8.
+    "SELECT 1;",
+    // 9: metering samples and credit allocations.
+    include_str!("sql/metering.sql"),
+    // 10: workloads (cron and job deploys) and their runs.
     include_str!("sql/workloads.sql"),
 ];
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod connect;
 pub mod cookbook;
 pub mod deploy;
@@ -11,11 +12,13 @@ pub mod exec;
 pub mod image;
 pub mod pty;
 pub mod server;
+pub mod server_billing;
 pub mod server_shares;
 pub mod shares;
 pub mod snapshots;
 pub mod vms;
 pub mod volumes;
+pub mod webhooks;
 pub mod whoami;
 pub mod workloads;
 

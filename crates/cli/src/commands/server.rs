@@ -72,6 +72,15 @@ pub struct ServerArgs {
     /// 169.254.0.0/16 stay unreachable whatever this says.
     #[arg(long = "allow-private-range", env = "INSTAVM_ALLOW_PRIVATE_RANGES", value_delimiter = ',', value_parser = parse_cidr)]
     pub allow_private_range: Vec<String>,
+    /// Let webhook URLs resolve to loopback, private, link-local or this host's own addresses
+    /// (refused by default: a delivery is a request the server makes for a user).
+    #[arg(
+        long = "allow-private-webhooks",
+        env = "INSTAVM_ALLOW_PRIVATE_WEBHOOKS"
+    )]
+    pub allow_private_webhooks: bool,
+    #[command(flatten)]
+    pub billing: super::server_billing::BillingArgs,
     /// Log JSON lines instead of text (the filter comes from INSTAVM_LOG or RUST_LOG).
     #[arg(short = 'j', long)]
     pub json: bool,
@@ -184,6 +193,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     private_ranges: args.private_range,
                     allowed_private_ranges: args.allow_private_range,
                 },
+                webhooks: instavm_server::WebhookSettings {
+                    allow_private: args.allow_private_webhooks,
+                },
+                billing: args.billing.settings(),
             };
             runtime.block_on(instavm_server::run(config))?;
             Ok(())

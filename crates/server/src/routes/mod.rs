@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod audit;
+mod credits;
 mod egress;
 mod exec;
 mod files;
@@ -15,6 +16,7 @@ mod users;
 pub(crate) mod vms;
 mod volumes;
 mod workloads;
+mod webhooks;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -92,6 +94,10 @@ pub fn app(state: AppState) -> Router {
         .merge(egress::router())
         // Workloads: deployed cron and job manifests (ours, docs/deploy.md).
         .merge(workloads::router())
+        // Webhooks (spec §15).
+        .merge(webhooks::router())
+        // Credits and billing (spec §19).
+        .merge(credits::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

@@ -4,7 +4,6 @@ use crate::auth::{display_prefix, generate_key, hash_key, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use crate::usage;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -61,15 +60,10 @@ pub async fn usage_breakdown(
             "the period may span at most 366 days".into(),
         ));
     }
-    let (start, end) = (
-        usage::day_start(first),
-        usage::day_start(last.succ_opt().unwrap_or(last)),
-    );
-    let user_id = rec.id;
-    let sessions = state
-        .db(move |s| s.user_sessions_between(user_id, start, end))
-        .await?;
-    Ok(Json(usage::breakdown(&sessions, first, last, now)))
+    // Metered usage (CPU seconds and GiB-seconds sampled from the VMs' cgroups).
+    Ok(Json(
+        crate::metering::breakdown(&state, rec.id, first, last).await?,
+    ))
 }
 
 fn require_admin(rec: &UserRecord) -> ApiResult<()> {

@@ -15,6 +15,7 @@ mod pty;
 mod sessions;
 mod shares;
 mod users;
+mod vault;
 mod vms;
 mod volumes;
 
@@ -28,6 +29,7 @@ pub use pty::*;
 pub use sessions::*;
 pub use shares::*;
 pub use users::*;
+pub use vault::*;
 pub use vms::*;
 pub use volumes::*;
 

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// DNS upstreams and private ranges of the VMs' egress (docs/network.md).
     pub egress: instavm_runtime_ns::EgressSettings,
+    /// The secrets vault: key, request-log retention, upstream CAs (docs/vault.md).
+    pub vault: crate::vault::VaultSettings,
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.

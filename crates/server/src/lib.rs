@@ -28,6 +28,7 @@ mod sshkey;
 pub mod state;
 mod terminals;
 mod usage;
+pub mod vault;
 mod vms;
 mod volumes;
 

@@ -36,6 +36,8 @@ struct Shared {
     /// The share proxy, once it runs.
     shares: std::sync::OnceLock<Arc<crate::shares::SharePlane>>,
     metrics: crate::metrics::Metrics,
+    /// The vault's sealing key and CA (set at start; an in-memory key otherwise).
+    vault: std::sync::OnceLock<Arc<crate::vault::VaultPlane>>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -87,6 +89,7 @@ impl AppState {
                 ssh_host: std::sync::OnceLock::new(),
                 shares: std::sync::OnceLock::new(),
                 metrics: crate::metrics::Metrics::default(),
+                vault: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -127,6 +130,18 @@ impl AppState {
 
     pub(crate) fn shares(&self) -> Option<Arc<crate::shares::SharePlane>> {
         self.inner.shares.get().cloned()
+    }
+
+    /// Set once at start, before serving.
+    pub fn set_vault(&self, plane: Arc<crate::vault::VaultPlane>) {
+        let _ = self.inner.vault.set(plane);
+    }
+
+    pub fn vault(&self) -> Arc<crate::vault::VaultPlane> {
+        self.inner
+            .vault
+            .get_or_init(|| Arc::new(crate::vault::VaultPlane::ephemeral()))
+            .clone()
     }
 
     pub fn admission(&self) -> &Admission {

@@ -16,6 +16,7 @@ mod shares;
 mod snapshots;
 mod ssh_keys;
 mod users;
+mod vault;
 mod vms;
 mod volumes;
 
@@ -34,6 +35,7 @@ pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
+pub use vault::{CredentialRow, RequestLogRow, ServiceRow, VaultRow};
 pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
 
 use chrono::{DateTime, TimeZone, Utc};

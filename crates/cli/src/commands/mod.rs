@@ -11,6 +11,7 @@ pub mod image;
 pub mod pty;
 pub mod server;
 pub mod server_shares;
+pub mod server_vault;
 pub mod shares;
 pub mod snapshots;
 pub mod vms;

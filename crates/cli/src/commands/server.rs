@@ -28,6 +28,8 @@ pub struct ServerArgs {
     pub public_ssh_host: Option<String>,
     #[command(flatten)]
     pub shares: super::server_shares::ShareArgs,
+    #[command(flatten)]
+    pub vault: super::server_vault::VaultArgs,
     /// Where the database, the admin key and sandbox state live
     /// [default: <user data dir>/instavm, e.g. ~/.local/share/instavm].
     #[arg(long, env = "INSTAVM_DATA_DIR")]
@@ -184,6 +186,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     private_ranges: args.private_range,
                     allowed_private_ranges: args.allow_private_range,
                 },
+                vault: args.vault.settings(),
             };
             runtime.block_on(instavm_server::run(config))?;
             Ok(())

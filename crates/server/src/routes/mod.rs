@@ -12,6 +12,7 @@ mod shares;
 mod snapshots;
 mod ssh_keys;
 mod users;
+mod vault;
 mod vms;
 mod volumes;
 
@@ -89,6 +90,8 @@ pub fn app(state: AppState) -> Router {
         .merge(volumes::router(limits.max_upload_bytes))
         // Egress policy (spec §2).
         .merge(egress::router())
+        // Secrets vaults (spec §4).
+        .merge(vault::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

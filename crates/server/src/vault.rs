@@ -58,13 +58,132 @@ pub fn start(
     settings: &VaultSettings,
 ) -> Result<(), String> {
     let sealer = Sealer::load(settings.key.as_deref(), data_dir).map_err(|e| e.to_string())?;
-    let ca = PlatformCa::load_or_create(data_dir).map_err(|e| e.to_string())?;
+    let ca = Arc::new(PlatformCa::load_or_create(data_dir).map_err(|e| e.to_string())?);
     state.set_vault(Arc::new(VaultPlane {
         sealer,
-        ca: Some(Arc::new(ca)),
+        ca: Some(ca.clone()),
         log_retention: settings.log_retention,
     }));
+    let roots =
+        instavm_net::vault::upstream_roots(&settings.upstream_ca).map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(write_logs(state.clone(), rx));
+    let dir = Arc::new(Directory {
+        state: state.clone(),
+        logs: tx,
+    });
+    let proxy = instavm_net::vault::VaultProxy::new(dir, ca, roots).map_err(|e| e.to_string())?;
+    instavm_net::vault::install(Arc::new(proxy));
     Ok(())
+}
+
+/// What the vault proxy asks: which host a VM's vaults bind, with what credentials.
+struct Directory {
+    state: AppState,
+    logs: tokio::sync::mpsc::UnboundedSender<instavm_net::vault::RequestLog>,
+}
+
+#[async_trait::async_trait]
+impl instavm_net::vault::VaultDirectory for Directory {
+    async fn binding(&self, sandbox: &str, host: &str) -> Option<instavm_net::vault::Binding> {
+        use instavm_net::vault::{Binding, Material};
+        let sealer = self.state.vault().sealer.clone();
+        let (sandbox, host) = (sandbox.to_owned(), host.to_ascii_lowercase());
+        let found = self
+            .state
+            .db(move |s| {
+                let Some((vm_id, vault_ids)) = s.vm_of_sandbox(&sandbox)? else {
+                    return Ok(None);
+                };
+                for vault_id in vault_ids {
+                    let services = s.list_services(&vault_id)?;
+                    let Some(svc) = services
+                        .into_iter()
+                        .find(|x| x.enabled && catalog::host_matches(&x.host, &host))
+                    else {
+                        continue;
+                    };
+                    let Ok(auth) = AuthConfig::parse(&svc.auth_config) else {
+                        continue;
+                    };
+                    let placeholders: std::collections::HashMap<String, String> =
+                        s.vm_placeholders(&vm_id)?.into_iter().collect();
+                    let creds = s
+                        .list_credentials(&vault_id)?
+                        .into_iter()
+                        .filter(|c| c.enabled)
+                        .filter_map(|c| {
+                            let placeholder = placeholders.get(&c.id)?.clone();
+                            let value = match sealer.open(&c.id, &c.sealed) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    tracing::warn!(credential = %c.id, "vault: {e}");
+                                    return None;
+                                }
+                            };
+                            Some(Material {
+                                id: c.id,
+                                name: c.name,
+                                value,
+                                placeholder,
+                            })
+                        })
+                        .collect();
+                    return Ok(Some(Binding {
+                        vm_id,
+                        vault_id,
+                        auth,
+                        creds,
+                    }));
+                }
+                Ok(None)
+            })
+            .await;
+        match found {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("vault proxy lookup: {e}");
+                None
+            }
+        }
+    }
+
+    fn record(&self, entry: instavm_net::vault::RequestLog) {
+        let _ = self.logs.send(entry);
+    }
+}
+
+/// Write request-log rows in batches (one transaction per batch).
+async fn write_logs(
+    state: AppState,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<instavm_net::vault::RequestLog>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 500 {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<RequestLogRow> = batch
+            .into_iter()
+            .map(|e| RequestLogRow {
+                vault_id: e.vault_id,
+                created_at: chrono::DateTime::<Utc>::from(e.at),
+                vm_id: Some(e.vm_id),
+                host: e.host,
+                method: e.method,
+                path: e.path,
+                status: e.status,
+                credential_id: e.credential_id,
+                credential_name: e.credential_name,
+            })
+            .collect();
+        if let Err(e) = state.db(move |s| s.insert_request_logs(&rows)).await {
+            tracing::warn!("writing vault request logs: {e}");
+        }
+    }
 }
 
 /// Forget request-log rows older than the retention (the lifecycle sweep calls it).

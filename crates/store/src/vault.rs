@@ -333,6 +333,27 @@ impl Store {
             .execute(params![to_millis(before)])?)
     }
 
+    /// The active VM running in `sandbox_id`, with its vault ids (the vault proxy's question).
+    pub fn vm_of_sandbox(&self, sandbox_id: &str) -> Result<Option<(String, Vec<String>)>> {
+        let row: Option<(String, String)> = self
+            .reader()
+            .query_row(
+                "SELECT id, record FROM vms WHERE sandbox_id = ?1 AND status = 'active'
+                 ORDER BY created_at DESC LIMIT 1",
+                params![sandbox_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(id, record)| {
+            let ids = serde_json::from_str::<serde_json::Value>(&record)
+                .ok()
+                .and_then(|v| v.get("vault_ids").cloned())
+                .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                .unwrap_or_default();
+            (id, ids)
+        }))
+    }
+
     /// The placeholders of a VM: (credential id, token).
     pub fn vm_placeholders(&self, vm_id: &str) -> Result<Vec<(String, String)>> {
         let conn = self.reader();

@@ -23,7 +23,7 @@ use instavm_vault::{AuthConfig, PlatformCa, Secret};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -71,8 +71,8 @@ pub struct RequestLog {
 /// The server's side: which hosts a VM's vaults bind, with what, and where logs go.
 #[async_trait::async_trait]
 pub trait VaultDirectory: Send + Sync + 'static {
-    /// The binding of `host` for the VM at `sandbox_ip`, or `None` when it has none.
-    async fn binding(&self, sandbox_ip: Ipv4Addr, host: &str) -> Option<Binding>;
+    /// The binding of `host` for the VM in sandbox `sandbox`, or `None` when it has none.
+    async fn binding(&self, sandbox: &str, host: &str) -> Option<Binding>;
     fn record(&self, entry: RequestLog);
 }
 
@@ -154,8 +154,8 @@ impl VaultProxy {
     }
 
     /// Whether connections of this VM to `host` are to be intercepted.
-    pub async fn intercepts(&self, sandbox_ip: Ipv4Addr, host: &str) -> bool {
-        self.dir.binding(sandbox_ip, host).await.is_some()
+    pub async fn intercepts(&self, sandbox: &str, host: &str) -> bool {
+        self.dir.binding(sandbox, host).await.is_some()
     }
 
     fn server_config(&self, host: &str) -> io::Result<Arc<rustls::ServerConfig>> {
@@ -192,14 +192,14 @@ impl VaultProxy {
         Ok(cfg)
     }
 
-    /// Serve one intercepted connection of the VM at `sandbox_ip`, whose ClientHello named
+    /// Serve one intercepted connection of the VM in `sandbox`, whose ClientHello named
     /// `sni` and which was headed for `dst` (already checked: pinned for `sni`).
     pub async fn serve<S>(
         self: Arc<Self>,
         client: S,
         sni: String,
         dst: SocketAddr,
-        sandbox_ip: Ipv4Addr,
+        sandbox: String,
     ) -> io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -215,7 +215,7 @@ impl VaultProxy {
             proxy: self.clone(),
             sni,
             dst,
-            sandbox_ip,
+            sandbox,
             upstream: tokio::sync::Mutex::new(None),
         });
         let service = hyper::service::service_fn(move |req| {
@@ -238,7 +238,7 @@ struct Conn {
     proxy: Arc<VaultProxy>,
     sni: String,
     dst: SocketAddr,
-    sandbox_ip: Ipv4Addr,
+    sandbox: String,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
 }
 
@@ -327,7 +327,7 @@ impl Conn {
                 "vault proxy: the request's Host does not match the TLS server name\n",
             );
         }
-        let binding = self.proxy.dir.binding(self.sandbox_ip, &self.sni).await;
+        let binding = self.proxy.dir.binding(&self.sandbox, &self.sni).await;
         let (mut parts, body) = req.into_parts();
         let mut path = parts.uri.path().to_owned();
         let logged_path = path.clone();

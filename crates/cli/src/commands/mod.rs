@@ -14,6 +14,7 @@ pub mod server_shares;
 pub mod server_vault;
 pub mod shares;
 pub mod snapshots;
+pub mod vault;
 pub mod vms;
 pub mod volumes;
 pub mod whoami;

@@ -295,3 +295,28 @@ def test_the_default_open_policy_is_intercepted_too(vm, world):
         assert [g["auth"] for g in got if g["site"] == "evil"][0].startswith("Bearer ivp_")
     finally:
         c.vms.delete(rec["vm_id"])
+
+
+def test_a_resumed_vm_keeps_its_placeholders_and_injection(vm, world):
+    c = vm["c"]
+    rec = c.vms.create(wait=True, vault_ids=[vm["vid"]])
+    vm_id = rec["vm_id"]
+    try:
+        s = InstaVM(api_key=c.api_key, base_url=c.base_url, auto_start_session=False)
+        s.session_id = rec["session_id"]
+        before_ph = s.execute("echo $OPENAI_API_KEY", language="bash")["stdout"].strip()
+        c.vms.suspend(vm_id)
+        deadline = time.monotonic() + 120
+        while c.vms.get(vm_id)["status"] != "suspended" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        new = c.vms.resume(vm_id, wait=True)
+        vm_id = new["vm_id"]
+        out = s.execute('echo $OPENAI_API_KEY; curl -sS --max-time 10 https://api.openai.com/resumed -H "Authorization: Bearer $OPENAI_API_KEY"', language="bash")
+        text = (out.get("stdout") or "") + (out.get("stderr") or "")
+        assert text.splitlines()[0] == before_ph and "ok from api" in text, text
+        assert seen(world)[-1]["path"] == "/resumed" and seen(world)[-1]["auth"] == f"Bearer {SECRET}"
+    finally:
+        try:
+            c.vms.delete(vm_id)
+        except Exception:
+            pass

@@ -112,3 +112,5 @@ CREATE TRIGGER events_vault_service_removed AFTER DELETE ON vault_services BEGIN
         json_object('vault_id', OLD.vault_id, 'host', OLD.host)
     FROM vaults v WHERE v.id = OLD.vault_id;
 END;
+-- The vault proxy and resolver ask which VM runs in a sandbox.
+CREATE INDEX vms_sandbox ON vms(sandbox_id);

@@ -420,7 +420,7 @@ async fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
             let client = a.rt.client()?;
             if let Some(t) = a.template {
                 let r = client
-                    .add_services_from_templates(&a.vault_id, &[t.clone()])
+                    .add_services_from_templates(&a.vault_id, std::slice::from_ref(&t))
                     .await?;
                 return raw(
                     a.rt.json,

@@ -42,13 +42,14 @@ def c(server, api_key):
 
 
 def test_create_with_every_field_list_get_update_delete(c):
+    vault_1 = c.create_vault("vault_1")["id"]  # vault_ids must name the caller's vaults
     vm = c.vms.create(
         wait=True, memory_mb=768, vcpu_count=2, vm_lifetime_seconds=600, metadata={"team": "qa"},
-        vault_ids=["vault_1"], auto_suspend=False, auto_resume=False, snapshot_on_terminate=False,
+        vault_ids=[vault_1], auto_suspend=False, auto_resume=False, snapshot_on_terminate=False,
         snapshot_name="final", env={"GREETING": "hi"},
     )
     assert vm["status"] == "active" and vm["vm_id"].startswith("vm_") and vm["id"] == vm["vm_id"]
-    assert (vm["memory_mb"], vm["vcpu_count"], vm["metadata"], vm["vault_ids"]) == (768, 2, {"team": "qa"}, ["vault_1"])
+    assert (vm["memory_mb"], vm["vcpu_count"], vm["metadata"], vm["vault_ids"]) == (768, 2, {"team": "qa"}, [vault_1])
     assert sh(c, vm, "echo $GREETING") == "hi\n"
     assert [v["vm_id"] for v in c.vms.list()] == [vm["vm_id"]]
     assert c.vms.get(vm["vm_id"])["session_id"] == vm["session_id"]

@@ -15,10 +15,11 @@ mod pty;
 mod sessions;
 mod shares;
 mod users;
+mod vault;
 mod vms;
 mod volumes;
-mod workloads;
 mod webhooks;
+mod workloads;
 
 pub use audit::*;
 pub use egress::*;
@@ -30,10 +31,11 @@ pub use pty::*;
 pub use sessions::*;
 pub use shares::*;
 pub use users::*;
+pub use vault::*;
 pub use vms::*;
 pub use volumes::*;
-pub use workloads::*;
 pub use webhooks::*;
+pub use workloads::*;
 
 use serde::{Deserialize, Serialize};
 

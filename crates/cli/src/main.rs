@@ -100,6 +100,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::shares::ShareCommand>,
     },
+    /// Secrets vaults: credentials injected at egress, never visible inside a VM.
+    #[command(visible_alias = "secrets", alias = "secret")]
+    Vault {
+        #[command(subcommand)]
+        command: Option<commands::vault::VaultCommand>,
+    },
     /// Volumes: persistent storage with checkpoints, mounted into VMs.
     #[command(alias = "volumes")]
     Volume {
@@ -166,6 +172,8 @@ fn main() -> ExitCode {
         Some(Command::Events { command: Some(c) }) => block_on(commands::events::run(c)),
         Some(Command::Share { command: None }) => group_help("share"),
         Some(Command::Share { command: Some(c) }) => block_on(commands::shares::run(c)),
+        Some(Command::Vault { command: None }) => group_help("vault"),
+        Some(Command::Vault { command: Some(c) }) => block_on(commands::vault::run(c)),
         Some(Command::Volume { command: None }) => group_help("volume"),
         Some(Command::Volume { command: Some(c) }) => block_on(commands::volumes::run(c)),
         Some(Command::Billing { command }) => block_on(commands::billing::run(command)),

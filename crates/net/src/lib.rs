@@ -6,3 +6,4 @@
 
 pub mod egress;
 pub mod share;
+pub mod vault;

@@ -23,10 +23,11 @@ mod egress;
 mod error;
 mod pty;
 mod shares;
+mod vault;
 mod vms;
 mod volumes;
-mod workloads;
 pub mod webhooks;
+mod workloads;
 
 pub use egress::EgressTarget;
 pub use error::Error;

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Metering rates, allocations and enforcement (docs/billing.md).
     pub billing: crate::metering::BillingSettings,
+    /// The secrets vault: key, request-log retention, upstream CAs (docs/vault.md).
+    pub vault: crate::vault::VaultSettings,
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.

@@ -29,10 +29,11 @@ mod sshkey;
 pub mod state;
 mod terminals;
 mod usage;
+pub mod vault;
 mod vms;
 mod volumes;
-pub mod workloads;
 pub mod webhooks;
+pub mod workloads;
 
 pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
 pub use metering::BillingSettings;

@@ -176,6 +176,7 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
     state.flush_usage().await?;
     crate::vms::sweep(state).await?;
     crate::shares::sweep(state).await?;
+    crate::vault::prune_logs(state).await?;
     let now = Utc::now();
     for rec in state.db(|s| s.active_sessions()).await? {
         if now >= rec.expires_at {

@@ -43,6 +43,8 @@ pub enum ServeError {
     Gateway(String),
     #[error("share proxy: {0}")]
     Shares(String),
+    #[error("secrets vault: {0}")]
+    Vault(String),
 }
 
 /// Run the server until SIGINT or SIGTERM.
@@ -74,6 +76,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         &admin_key,
         config.spool_dir(),
     )?;
+    crate::vault::start(&state, &config.data_dir, &config.vault).map_err(ServeError::Vault)?;
     lifecycle::reconcile(&state)
         .await
         .map_err(|e: ApiError| ServeError::Reconcile(e.to_string()))?;

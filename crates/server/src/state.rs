@@ -42,6 +42,8 @@ struct Shared {
     webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
     /// Metering rates and allocations; defaults until the server sets them.
     billing: std::sync::OnceLock<crate::metering::BillingSettings>,
+    /// The vault's sealing key and CA (set at start; an in-memory key otherwise).
+    vault: std::sync::OnceLock<Arc<crate::vault::VaultPlane>>,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -96,6 +98,7 @@ impl AppState {
                 workloads_wake: tokio::sync::Notify::new(),
                 webhooks: std::sync::OnceLock::new(),
                 billing: std::sync::OnceLock::new(),
+                vault: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -162,6 +165,18 @@ impl AppState {
 
     pub(crate) fn billing(&self) -> &crate::metering::BillingSettings {
         self.inner.billing.get_or_init(Default::default)
+    }
+
+    /// Set once at start, before serving.
+    pub fn set_vault(&self, plane: Arc<crate::vault::VaultPlane>) {
+        let _ = self.inner.vault.set(plane);
+    }
+
+    pub fn vault(&self) -> Arc<crate::vault::VaultPlane> {
+        self.inner
+            .vault
+            .get_or_init(|| Arc::new(crate::vault::VaultPlane::ephemeral()))
+            .clone()
     }
 
     pub fn admission(&self) -> &Admission {

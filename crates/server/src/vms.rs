@@ -104,12 +104,14 @@ fn sandbox_of(row: &VmRow) -> ApiResult<SandboxId> {
 /// Record a VM in `creating`, then boot it in a task of its own (a client that hangs up does
 /// not leave a half-made VM). With `wait`, answers once it is `active` (or the error);
 /// otherwise at once.
-pub async fn create(state: &AppState, new: NewVm, wait: bool) -> ApiResult<VmRecord> {
+pub async fn create(state: &AppState, mut new: NewVm, wait: bool) -> ApiResult<VmRecord> {
     crate::metering::enforce_credits(state, new.user_id).await?;
     let now = Utc::now();
     let lifetime = new.spec.lifetime;
     let rebind = new.session_id.is_some();
     let vm_id = new_vm_id();
+    // Placeholders (never values) for the credentials of its vaults.
+    crate::vault::attach_env(state, &vm_id, &new.vault_ids, &mut new.spec.env).await?;
     let row = VmRow {
         user_id: new.user_id,
         sandbox_id: None,
@@ -216,6 +218,14 @@ async fn boot(
     if let Err(err) = crate::egress::apply_new(state, &row, &sandbox.id, replaces.as_ref()).await {
         if let Err(e) = state.runtime().destroy(&sandbox.id).await {
             tracing::warn!(error = %e, "destroying the sandbox of a failed VM create");
+        }
+        fail(state, row, &err).await;
+        return Err(err);
+    }
+    // A VM attached to vaults trusts the platform CA before anyone can use it.
+    if let Err(err) = crate::vault::install_ca(state, &sandbox.id, &row.record.vault_ids).await {
+        if let Err(e) = state.runtime().destroy(&sandbox.id).await {
+            tracing::warn!(error = %e, "destroying the sandbox of a VM whose vault CA failed");
         }
         fail(state, row, &err).await;
         return Err(err);
@@ -375,15 +385,31 @@ pub async fn update(
         }
         row.record.memory_mb = memory_mb;
     }
+    if let Some(ids) = req.vault_ids {
+        if status == VmState::Active && ids != row.record.vault_ids {
+            // The running VM gets its new placeholders (and the CA) at once.
+            let mut env = row.env.clone();
+            crate::vault::attach_env(state, &row.record.vm_id.clone(), &ids, &mut env).await?;
+            let sandbox = sandbox_of(&row)?;
+            crate::vault::install_ca(state, &sandbox, &ids).await?;
+            let added: BTreeMap<String, String> = env
+                .iter()
+                .filter(|(k, v)| row.env.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !added.is_empty() {
+                state.runtime().push_env(&sandbox, added).await?;
+            }
+            row.env = env;
+        }
+        row.record.vault_ids = ids;
+    }
     let r = &mut row.record;
     r.snapshot_on_terminate = req.snapshot_on_terminate.unwrap_or(r.snapshot_on_terminate);
     r.auto_suspend = req.auto_suspend.unwrap_or(r.auto_suspend);
     r.auto_resume = req.auto_resume.unwrap_or(r.auto_resume);
     if req.snapshot_name.is_some() {
         r.snapshot_name = req.snapshot_name;
-    }
-    if let Some(ids) = req.vault_ids {
-        r.vault_ids = ids;
     }
     if status == VmState::Active && had_grace != needs_grace(&row.record) {
         move_expiry(state, &row).await?;

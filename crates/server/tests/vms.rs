@@ -158,11 +158,14 @@ impl Api {
 async fn create_with_every_field_then_list_get_patch_delete() {
     let api = api();
     let key = api.user("a@example.com").await;
+    // vault_ids must name the caller's vaults.
+    let (_, vault) = api.post("/v1/vaults", &key, json!({"name": "v1"})).await;
+    let v1 = vault["id"].as_str().unwrap().to_owned();
     let vm = api
         .vm(
             &key,
             json!({"memory_mb": 1024, "vcpu_count": 2, "vm_lifetime_seconds": 600,
-                   "metadata": {"team": "x"}, "vault_ids": ["v1"], "auto_suspend": false,
+                   "metadata": {"team": "x"}, "vault_ids": [v1], "auto_suspend": false,
                    "auto_resume": true, "snapshot_on_terminate": false, "snapshot_name": "n",
                    "env": {"A": "1"}, "volumes": [], "image_variant": "standard"}),
         )
@@ -172,7 +175,7 @@ async fn create_with_every_field_then_list_get_patch_delete() {
     assert_eq!(vm["id"], vm["vm_id"]);
     assert_eq!(vm["memory_mb"], 1024);
     assert_eq!(vm["vcpu_count"], 2);
-    assert_eq!(vm["vault_ids"], json!(["v1"]));
+    assert_eq!(vm["vault_ids"], json!([v1]));
     assert_eq!(vm["metadata"], json!({"team": "x"}));
     assert_eq!(vm["auto_resume"], true);
     // The VM has a session that runs code.

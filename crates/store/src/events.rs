@@ -85,6 +85,19 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
     ("ssh_key", &["ssh_key.added", "ssh_key.removed"]),
     ("user", &["user.created"]),
     (
+        "vault",
+        &[
+            "vault.created",
+            "vault.updated",
+            "vault.deleted",
+            "vault.credential_created",
+            "vault.credential_rotated",
+            "vault.credential_deleted",
+            "vault.service_added",
+            "vault.service_removed",
+        ],
+    ),
+    (
         "vm",
         &[
             "vm.created",

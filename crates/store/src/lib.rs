@@ -17,10 +17,11 @@ mod shares;
 mod snapshots;
 mod ssh_keys;
 mod users;
+mod vault;
 mod vms;
 mod volumes;
-mod workloads;
 mod webhooks;
+mod workloads;
 
 #[cfg(test)]
 mod events_tests;
@@ -38,9 +39,10 @@ pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
 pub use users::NewApiKey;
+pub use vault::{CredentialRow, RequestLogRow, ServiceRow, VaultRow};
 pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};
-pub use workloads::{NewRun, RunRow, WorkloadRow};
 pub use webhooks::{DeliveryFilter, WebhookAttempt, WebhookDeliveryRow, WebhookEndpointRow};
+pub use workloads::{NewRun, RunRow, WorkloadRow};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::Connection;

@@ -183,9 +183,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/events.sql"),
     // 7: webhook endpoints and their delivery queue.
     include_str!("sql/webhooks.sql"),
-    // 8: reserved for another branch (vault); this no-op holds its place until that merges,
-    // and the merge replaces it with the real migration 8.
-    "SELECT 1;",
+    // 8: secrets vaults: vaults, sealed credentials, services, request logs, placeholders.
+    include_str!("sql/vault.sql"),
     // 9: metering samples and credit allocations.
     include_str!("sql/metering.sql"),
     // 10: workloads (cron and job deploys) and their runs.

@@ -28,6 +28,8 @@ pub struct ServerArgs {
     pub public_ssh_host: Option<String>,
     #[command(flatten)]
     pub shares: super::server_shares::ShareArgs,
+    #[command(flatten)]
+    pub vault: super::server_vault::VaultArgs,
     /// Where the database, the admin key and sandbox state live
     /// [default: <user data dir>/instavm, e.g. ~/.local/share/instavm].
     #[arg(long, env = "INSTAVM_DATA_DIR")]
@@ -197,6 +199,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     allow_private: args.allow_private_webhooks,
                 },
                 billing: args.billing.settings(),
+                vault: args.vault.settings(),
             };
             runtime.block_on(instavm_server::run(config))?;
             Ok(())

@@ -244,11 +244,19 @@ pub async fn answer(vm: &VmState, query: &[u8]) -> Option<Vec<u8>> {
     };
     let rules = vm.rules();
     if rules.open {
-        return Some(
-            forward(vm, query, &q)
-                .await
-                .unwrap_or_else(|| reply(query, &q, RCODE_SERVFAIL)),
-        );
+        let Some(resp) = forward(vm, query, &q).await else {
+            return Some(reply(query, &q, RCODE_SERVFAIL));
+        };
+        // A host of the VM's vaults: its addresses are pinned, so HTTPS to them reaches the
+        // vault proxy through the gate (and only when the SNI names that host).
+        if q.qtype == TYPE_A {
+            if let Some(proxy) = crate::vault::installed() {
+                if proxy.intercepts(&vm.id, &q.name).await {
+                    pin_public(vm, &resp, &q).await;
+                }
+            }
+        }
+        return Some(resp);
     }
     let allowed = rules.name_allowed(&q.name);
     if !allowed && !rules.resolves_every_name() {
@@ -285,6 +293,23 @@ pub async fn answer(vm: &VmState, query: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(resp)
+}
+
+/// Pin the public addresses of an answer (best effort: a failure leaves the name un-pinned,
+/// so its traffic is simply not intercepted).
+async fn pin_public(vm: &VmState, resp: &[u8], q: &Question) {
+    let Some((_, addrs)) = parse_answer(resp, q) else {
+        return;
+    };
+    let addrs: Vec<(Ipv4Addr, u32)> = addrs
+        .into_iter()
+        .filter(|(ip, _)| !vm.cfg.private.is_private(*ip) && !super::is_host_address(*ip))
+        .collect();
+    if !addrs.is_empty() {
+        if let Err(e) = vm.pin(&q.name, &addrs).await {
+            tracing::warn!(vm = %vm.id, "pinning vault host {}: {e}", q.name);
+        }
+    }
 }
 
 /// Serve DNS over UDP on the VM's socket, for as long as the task lives.

@@ -271,6 +271,21 @@ async fn handle(vm: &VmState, mut s: TcpStream) -> io::Result<()> {
         }
         return Ok(());
     }
+    // A host bound to the VM's vaults, named by the SNI and reached at an address the VM's
+    // resolver pinned for that very name: the vault proxy takes the connection.
+    if let (Some(n), Some(proxy), 443, Some(0x16)) = (
+        name,
+        crate::vault::installed(),
+        dst.port(),
+        buf.first().copied(),
+    ) {
+        if vm.pinned(ip, n) && proxy.intercepts(&vm.id, n).await {
+            let client = crate::vault::Prefixed::new(buf, s);
+            return proxy
+                .serve(client, n.to_owned(), dst.into(), vm.id.clone())
+                .await;
+        }
+    }
     let mut up = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect"))??;

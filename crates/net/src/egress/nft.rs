@@ -10,7 +10,8 @@
 //! d_<id>: log (rate-limited) and count in the named counter deny_<id>, drop
 //! ```
 //!
-//! A VM with an open policy has no entry in the `vms` and `nat_vms` verdict maps.
+//! A VM with an open policy has no entry in the `vms` verdict map; its `n_<id>` sends only
+//! HTTPS to addresses pinned for its vault hosts to the gate (the vault proxy).
 
 use super::policy::{PrivateRanges, Rules};
 use std::fmt::Write as _;
@@ -142,17 +143,20 @@ add rule {TABLE} d_{id} counter name "deny_{id}" drop
 "#
     );
     if rules.open {
-        // Out of the maps: nothing but the host-wide rules applies. (`add` first, so the
-        // `delete` always has something to delete.)
+        // Out of the forward map: nothing but the host-wide rules applies. (`add` first, so
+        // the `delete` always has something to delete.) In prerouting only HTTPS to addresses
+        // pinned for hosts of the VM's vaults goes to the gate, which hands it to the vault
+        // proxy (an open policy pins nothing else).
+        let (gip, gport) = gate;
         let _ = write!(
             s,
             r#"add element {TABLE} vms {{ "{ifname}" : jump v_{id} }}
 delete element {TABLE} vms {{ "{ifname}" }}
-add element {TABLE} nat_vms {{ "{ifname}" : jump n_{id} }}
-delete element {TABLE} nat_vms {{ "{ifname}" }}
 flush chain {TABLE} v_{id}
 flush chain {TABLE} n_{id}
 flush set {TABLE} cidr_{id}
+add rule {TABLE} n_{id} ip daddr @pin_{id} tcp dport 443 dnat ip to {gip}:{gport} comment "vault hosts"
+add element {TABLE} nat_vms {{ "{ifname}" : jump n_{id} }}
 "#
         );
         return s;

@@ -13,10 +13,11 @@ mod shares;
 mod snapshots;
 mod ssh_keys;
 mod users;
+mod vault;
 pub(crate) mod vms;
 mod volumes;
-mod workloads;
 mod webhooks;
+mod workloads;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -98,6 +99,8 @@ pub fn app(state: AppState) -> Router {
         .merge(webhooks::router())
         // Credits and billing (spec §19).
         .merge(credits::router())
+        // Secrets vaults (spec §4).
+        .merge(vault::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost, so the request id is set: who acts, for the audit events of the request.

@@ -124,7 +124,12 @@ pub(crate) async fn create_vm(
         auto_resume: req.auto_resume.unwrap_or(false),
         snapshot_on_terminate: req.snapshot_on_terminate.unwrap_or(false),
         snapshot_name: req.snapshot_name.clone(),
-        vault_ids: req.vault_ids.clone().unwrap_or_default(),
+        vault_ids: crate::vault::check_vault_ids(
+            state,
+            user_id,
+            req.vault_ids.as_deref().unwrap_or_default(),
+        )
+        .await?,
         session_id: None,
         mounts,
         egress_policy,
@@ -208,6 +213,10 @@ async fn update(
         snapshots::check_name(name)?;
     }
     check_vault_ids(req.vault_ids.as_ref())?;
+    let mut req = req;
+    if let Some(ids) = &req.vault_ids {
+        req.vault_ids = Some(crate::vault::check_vault_ids(&state, user.id, ids).await?);
+    }
     let row = vms::owned(&state, user.id, &vm_id).await?;
     Ok(answer(&state, vms::update(&state, row, req).await?))
 }

@@ -101,10 +101,13 @@ pub async fn resume(state: &AppState, old: VmRow, wait: bool) -> ApiResult<VmRec
     let now = Utc::now();
     let r = &old.record;
     let new_id = new_vm_id();
+    // The same placeholders, now recorded for the new VM id too.
+    let mut env = old.env.clone();
+    crate::vault::attach_env(state, &new_id, &r.vault_ids, &mut env).await?;
     let row = VmRow {
         user_id: old.user_id,
         sandbox_id: None,
-        env: old.env.clone(),
+        env: env.clone(),
         record: VmRecord {
             vm_id: new_id.clone(),
             id: new_id.clone(),
@@ -126,7 +129,7 @@ pub async fn resume(state: &AppState, old: VmRow, wait: bool) -> ApiResult<VmRec
     let spec = SandboxSpec {
         memory_mb: r.memory_mb,
         vcpu_count: r.vcpu_count,
-        env: old.env.clone(),
+        env,
         lifetime: Duration::from_secs(r.vm_lifetime_seconds),
         from_snapshot: Some(from),
         ..SandboxSpec::default()

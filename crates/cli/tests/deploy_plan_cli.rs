@@ -11,19 +11,23 @@ fn static_site() -> tempfile::TempDir {
 }
 
 #[test]
-fn deploy_without_plan_refuses_instead_of_faking_a_deploy() {
+fn deploy_without_an_api_key_says_how_to_set_one() {
     let dir = static_site();
+    let home = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .arg("deploy")
         .arg(dir.path())
         .arg("-y")
+        .env("HOME", home.path())
+        .env_remove("INSTAVM_API_KEY")
+        .env("INSTAVM_BASE_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.starts_with("Error: deploying needs the server-side deploy pipeline"),
+        stderr.starts_with("Error: No InstaVM API key configured."),
         "{stderr}"
     );
 }

@@ -127,6 +127,20 @@ class Server:
         with urllib.request.urlopen(req, timeout=30) as res:
             return json.load(res)["api_key"]
 
+    def delete_vms(self, api_key):
+        """Delete every VM of the user with this key (deploys keep their VMs on purpose; the
+        suite's shared server must not fill the host with them)."""
+        headers = {"X-API-Key": api_key}
+        req = urllib.request.Request(self.base_url + "/v1/vms", headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as res:
+            vms = json.load(res)
+        for vm in vms:
+            req = urllib.request.Request(self.base_url + f"/v1/vms/{vm['vm_id']}", headers=headers, method="DELETE")
+            try:
+                urllib.request.urlopen(req, timeout=60).close()
+            except urllib.error.HTTPError:
+                pass
+
     def kill(self):
         """SIGKILL the server, keeping its data directory (a restart follows)."""
         if self.proc is not None:

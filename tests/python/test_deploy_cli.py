@@ -154,6 +154,15 @@ def check_success_payload(p):
     assert p["logs_command"].endswith(f"tail -n 200 /root/.instavm-cookbooks/logs/{p['slug']}.log")
 
 
+
+@pytest.fixture(autouse=True)
+def _delete_the_users_vms(request):
+    """Deploys keep their VMs; delete the test user's ones afterwards so the shared server's host
+    memory is not used up by the suite."""
+    yield
+    if "api_key" in request.fixturenames:
+        request.getfixturevalue("server").delete_vms(request.getfixturevalue("api_key"))
+
 def test_official_payload_keys_are_the_ones_we_check():
     assert official_keys_from_source() == OFFICIAL_KEYS
 
@@ -777,50 +786,54 @@ def test_vault_discovery_and_override(server, api_key, cli_env, tmp_path):
     write(app, dict(FLASK_APP, **{"instavm.yaml": manifest(
         "vaulted", port=5000, start="python3 -m flask run --host 0.0.0.0 --port 5000",
         setup="pip install -r requirements.txt", extra=VAULT_EXTRA.format(required="false"))}))
-    # Our server has no vaults yet (404): discovery finds none and the deploy goes on.
+    # No vaults yet: discovery finds none and the deploy goes on.
     proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     p = payload_of(proc)
     assert p["vault_ids"] == [] and p["vault_bindings"] == []
     assert "No org vault binding found for: api.openai.com, api.anthropic.com, api.example.org" in proc.stderr
-    # --vault IDs go to the VM as given, de-duplicated, without discovery.
-    proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json", "--vault", "v1", "--vault", "v1", "--vault", "v2")
+
+    # Real vaults on the server: the first vault that covers a host wins; disabled services do
+    # not count.
+    def vault(name, services):
+        status, v = api(server, api_key, "POST", "/v1/vaults", {"name": name})
+        assert status == 200, v
+        status, c = api(server, api_key, "POST", f"/v1/vaults/{v['id']}/credentials",
+                        {"name": "KEY", "value": "sk-test-value", "credential_type": "api_key"})
+        assert status == 200, c
+        for host, enabled in services:
+            status, svc = api(server, api_key, "POST", f"/v1/vaults/{v['id']}/services",
+                              {"host": host, "auth_config": {"type": "bearer", "token": "KEY"}, "enabled": enabled})
+            assert status == 200, svc
+        return v["id"]
+
+    a = vault("team-a", [("API.OpenAI.com", True)])
+    b = vault("team-b", [("api.openai.com", True), ("api.anthropic.com", True)])
+    vault("team-c", [("api.example.org", False)])
+    proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     p = payload_of(proc)
-    assert p["vault_ids"] == ["v1", "v2"]
-    assert api(server, api_key, "GET", f"/v1/vms/{p['vm_id']}")[1]["vault_ids"] == ["v1", "v2"]
-    # A server with vaults: the first vault that covers a host wins; disabled services do not count.
-    stub = WorkloadsStub(server.base_url)
-    stub.vaults = {
-        "vlt_a": ("team-a", [{"id": "s1", "host": "API.OpenAI.com", "enabled": True}]),
-        "vlt_b": ("team-b", {"services": [{"id": "s2", "host": "api.openai.com"},
-                                           {"id": "s3", "host": "api.anthropic.com"}]}),
-        "vlt_c": ("team-c", [{"id": "s4", "host": "api.example.org", "enabled": False}]),
-    }
-    env = dict(cli_env, INSTAVM_BASE_URL=stub.base_url)
-    try:
-        proc = deploy(env, api_key, "deploy", str(app), "-y", "--json")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        p = payload_of(proc)
-        assert p["vault_ids"] == ["vlt_a", "vlt_b"]
-        assert p["vault_bindings"] == [
-            {"host": "api.openai.com", "vault_id": "vlt_a", "vault_name": "team-a"},
-            {"host": "api.anthropic.com", "vault_id": "vlt_b", "vault_name": "team-b"},
-        ]
-        assert api(server, api_key, "GET", f"/v1/vms/{p['vm_id']}")[1]["vault_ids"] == ["vlt_a", "vlt_b"]
-        nov = payload_of(deploy(env, api_key, "deploy", str(app), "-y", "--json", "--no-vault"))
-        assert nov["vault_ids"] == []
-        # vault.required with a host nobody covers: an error before any VM.
-        write(app, {"instavm.yaml": manifest(
-            "vaulted", port=5000, start="python3 -m flask run --host 0.0.0.0 --port 5000",
-            setup="pip install -r requirements.txt", extra=VAULT_EXTRA.format(required="true"))})
-        proc = deploy(env, api_key, "deploy", str(app), "-y", "--json")
-        assert proc.returncode == 1
-        f = payload_of(proc)
-        assert list(f) == ["status", "error"]  # the reference's order
-        assert f["error"].startswith("This cookbook requires an org vault for: api.example.org.")
-    finally:
-        stub.stop()
+    assert p["vault_ids"] == [a, b]
+    assert p["vault_bindings"] == [
+        {"host": "api.openai.com", "vault_id": a, "vault_name": "team-a"},
+        {"host": "api.anthropic.com", "vault_id": b, "vault_name": "team-b"},
+    ]
+    assert api(server, api_key, "GET", f"/v1/vms/{p['vm_id']}")[1]["vault_ids"] == [a, b]
+    # --vault IDs go to the VM as given, de-duplicated, without discovery.
+    proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json", "--vault", b, "--vault", b)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert payload_of(proc)["vault_ids"] == [b]
+    nov = payload_of(deploy(cli_env, api_key, "deploy", str(app), "-y", "--json", "--no-vault"))
+    assert nov["vault_ids"] == []
+    # vault.required with a host nobody covers: an error before any VM.
+    write(app, {"instavm.yaml": manifest(
+        "vaulted", port=5000, start="python3 -m flask run --host 0.0.0.0 --port 5000",
+        setup="pip install -r requirements.txt", extra=VAULT_EXTRA.format(required="true"))})
+    proc = deploy(cli_env, api_key, "deploy", str(app), "-y", "--json")
+    assert proc.returncode == 1
+    f = payload_of(proc)
+    assert list(f) == ["status", "error"]  # the reference's order
+    assert f["error"].startswith("This cookbook requires an org vault for: api.example.org.")
 
 
 def test_cookbook_info_and_list_match_the_official_cli_on_every_conformance_manifest(cli_env, tmp_path):

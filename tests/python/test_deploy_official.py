@@ -127,6 +127,15 @@ def fetch(url, headers=None):
         return res.status, res.read().decode()
 
 
+
+@pytest.fixture(autouse=True)
+def _delete_the_users_vms(request):
+    """Deploys keep their VMs; delete the test user's ones afterwards so the shared server's host
+    memory is not used up by the suite."""
+    yield
+    if "api_key" in request.fixturenames:
+        request.getfixturevalue("server").delete_vms(request.getfixturevalue("api_key"))
+
 def test_flask_zero_config_with_env_and_saved_snapshot(tmp_path, deploy_env):
     app = tmp_path / "flask-demo"
     app.mkdir()

@@ -156,12 +156,11 @@ def check_success_payload(p):
 
 
 @pytest.fixture(autouse=True)
-def _delete_the_users_vms(request):
+def _delete_the_users_vms(server, api_key):
     """Deploys keep their VMs; delete the test user's ones afterwards so the shared server's host
-    memory is not used up by the suite."""
+    memory is not used up by the suite (a test that deploys uses this same `api_key`)."""
     yield
-    if "api_key" in request.fixturenames:
-        request.getfixturevalue("server").delete_vms(request.getfixturevalue("api_key"))
+    server.delete_vms(api_key)
 
 def test_official_payload_keys_are_the_ones_we_check():
     assert official_keys_from_source() == OFFICIAL_KEYS

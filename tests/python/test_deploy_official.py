@@ -129,12 +129,11 @@ def fetch(url, headers=None):
 
 
 @pytest.fixture(autouse=True)
-def _delete_the_users_vms(request):
+def _delete_the_users_vms(server, api_key):
     """Deploys keep their VMs; delete the test user's ones afterwards so the shared server's host
-    memory is not used up by the suite."""
+    memory is not used up by the suite (a test that deploys uses this same `api_key`)."""
     yield
-    if "api_key" in request.fixturenames:
-        request.getfixturevalue("server").delete_vms(request.getfixturevalue("api_key"))
+    server.delete_vms(api_key)
 
 def test_flask_zero_config_with_env_and_saved_snapshot(tmp_path, deploy_env):
     app = tmp_path / "flask-demo"

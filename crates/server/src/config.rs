@@ -56,7 +56,10 @@ pub struct ServerConfig {
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.
-#[derive(Debug, Clone, PartialEq)]
+/// An operator sets them in the `[limits]` table of the `--config` file (docs/quotas.md); keys
+/// left out keep these defaults.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub default_lifetime_seconds: u64,
     pub min_lifetime_seconds: u64,
@@ -87,6 +90,8 @@ pub struct Limits {
     /// Largest file `/download` sends (the base64 document is 4/3 of it).
     pub max_download_bytes: u64,
     /// Sums over live sandboxes that a new one must fit in (see `admission.rs`).
+    /// From the file's own `[admission]` table.
+    #[serde(skip)]
     pub admission: AdmissionLimits,
 }
 
@@ -94,7 +99,8 @@ pub struct Limits {
 /// limits. Host values left `None` come from the runtime: all of its memory, 16 vCPUs per CPU
 /// (sandboxes are mostly idle, so CPU is overcommitted; memory and disk are not), and the size
 /// of its layer store.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdmissionLimits {
     pub host_memory_mb: Option<u64>,
     pub host_vcpus: Option<u64>,
@@ -243,4 +249,79 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let probe = path.join(".write-test");
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
+}
+
+/// The operator's `--config` file (TOML): `[limits]` holds fields of [`Limits`] and
+/// `[admission]` those of [`AdmissionLimits`]. Keys left out keep their defaults and unknown
+/// keys are an error, so a typo never silently leaves a limit at its default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    limits: Limits,
+    admission: AdmissionLimits,
+}
+
+impl ConfigFile {
+    /// The limits the file describes, admission sums included.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            admission: self.admission.clone(),
+            ..self.limits.clone()
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError::Invalid(format!("in {}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_keeps_every_default() {
+        assert_eq!(ConfigFile::parse("").unwrap().limits(), Limits::default());
+        assert_eq!(
+            ConfigFile::parse("[limits]\n[admission]\n")
+                .unwrap()
+                .limits(),
+            Limits::default()
+        );
+    }
+
+    #[test]
+    fn limits_and_admission_sums_come_from_their_tables() {
+        let file = ConfigFile::parse(
+            "[limits]\nmax_active_sessions_per_user = 3\nmax_memory_mb = 2048\n\
+             [admission]\nuser_vcpus = 4\nhost_memory_mb = 10000\n",
+        )
+        .unwrap();
+        let l = file.limits();
+        assert_eq!(l.max_active_sessions_per_user, 3);
+        assert_eq!(l.max_memory_mb, 2048);
+        assert_eq!(l.admission.user_vcpus, 4);
+        assert_eq!(l.admission.host_memory_mb, Some(10_000));
+        assert_eq!(l.default_memory_mb, Limits::default().default_memory_mb);
+        assert_eq!(
+            l.admission.user_memory_mb,
+            AdmissionLimits::default().user_memory_mb
+        );
+    }
+
+    #[test]
+    fn typos_and_wrong_types_are_errors_that_name_the_key() {
+        let err = ConfigFile::parse("[limits]\nmax_sesions = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_sesions"), "{err}");
+        let err = ConfigFile::parse("[limits]\nmax_memory_mb = \"lots\"\n").unwrap_err();
+        assert!(err.to_string().contains("max_memory_mb"), "{err}");
+        assert!(ConfigFile::parse("[limit]\n").is_err());
+        assert!(ConfigFile::parse("[admission]\nuser_cpus = 2\n").is_err());
+    }
 }

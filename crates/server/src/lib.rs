@@ -35,7 +35,7 @@ mod volumes;
 pub mod webhooks;
 pub mod workloads;
 
-pub use config::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
+pub use config::{AdmissionLimits, ConfigFile, Limits, RuntimeKind, ServerConfig};
 pub use metering::BillingSettings;
 pub use routes::app;
 pub use serve::{ns_config, purge, run, ServeError};

@@ -3,7 +3,7 @@
 use crate::output::emit;
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use instavm_server::{AdmissionLimits, Limits, RuntimeKind, ServerConfig};
+use instavm_server::{AdmissionLimits, ConfigFile, Limits, RuntimeKind, ServerConfig};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -43,6 +43,10 @@ pub struct ServerArgs {
     /// Sandboxes the namespace runtime keeps pre-started so a session starts faster.
     #[arg(long, env = "INSTAVM_WARM_POOL", default_value_t = instavm_runtime_ns::DEFAULT_WARM_POOL)]
     pub warm_pool: usize,
+    /// A TOML file of operator settings: `[limits]` and `[admission]` (docs/quotas.md). Flags
+    /// given as well win over the file.
+    #[arg(long, env = "INSTAVM_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Memory all live sandboxes may hold together, in MB [default: the host's RAM].
     #[arg(long, env = "INSTAVM_HOST_MEMORY_MB")]
     pub host_memory_mb: Option<u64>,
@@ -52,15 +56,15 @@ pub struct ServerArgs {
     /// Disk quota all live sandboxes may hold together, in MB [default: the layer store's size].
     #[arg(long, env = "INSTAVM_HOST_DISK_MB")]
     pub host_disk_mb: Option<u64>,
-    /// Memory one user's live sandboxes may hold together, in MB.
-    #[arg(long, env = "INSTAVM_USER_MEMORY_MB", default_value_t = AdmissionLimits::default().user_memory_mb)]
-    pub user_memory_mb: u64,
-    /// vCPUs one user's live sandboxes may hold together.
-    #[arg(long, env = "INSTAVM_USER_VCPUS", default_value_t = AdmissionLimits::default().user_vcpus)]
-    pub user_vcpus: u64,
-    /// Disk quota one user's live sandboxes may hold together, in MB.
-    #[arg(long, env = "INSTAVM_USER_DISK_MB", default_value_t = AdmissionLimits::default().user_disk_mb)]
-    pub user_disk_mb: u64,
+    /// Memory one user's live sandboxes may hold together, in MB [default: the config file's, else 16384].
+    #[arg(long, env = "INSTAVM_USER_MEMORY_MB")]
+    pub user_memory_mb: Option<u64>,
+    /// vCPUs one user's live sandboxes may hold together [default: the config file's, else 32].
+    #[arg(long, env = "INSTAVM_USER_VCPUS")]
+    pub user_vcpus: Option<u64>,
+    /// Disk quota one user's live sandboxes may hold together, in MB [default: the config file's, else 32768].
+    #[arg(long, env = "INSTAVM_USER_DISK_MB")]
+    pub user_disk_mb: Option<u64>,
     /// Where the VMs' resolvers forward DNS questions, ADDR[:PORT] (repeatable; port 53 by
     /// default) [default: the nameservers of the host's /etc/resolv.conf].
     #[arg(long = "dns-upstream", env = "INSTAVM_DNS_UPSTREAM", value_delimiter = ',', value_parser = parse_dns_upstream)]
@@ -162,6 +166,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => {
             init_logging(args.json);
+            let limits = limits(&args)?;
             let config = ServerConfig {
                 listen: args.listen,
                 ssh_listen: args.ssh_listen.0,
@@ -179,17 +184,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                     .ok()
                     .map(|k| k.trim().to_owned())
                     .filter(|k| !k.is_empty()),
-                limits: Limits {
-                    admission: AdmissionLimits {
-                        host_memory_mb: args.host_memory_mb,
-                        host_vcpus: args.host_vcpus,
-                        host_disk_mb: args.host_disk_mb,
-                        user_memory_mb: args.user_memory_mb,
-                        user_vcpus: args.user_vcpus,
-                        user_disk_mb: args.user_disk_mb,
-                    },
-                    ..Limits::default()
-                },
+                limits,
                 egress: instavm_runtime_ns::EgressSettings {
                     dns_upstreams: args.dns_upstream,
                     private_ranges: args.private_range,
@@ -205,6 +200,22 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The config file's limits (or the defaults), then the admission flags given on top.
+fn limits(args: &ServerArgs) -> anyhow::Result<Limits> {
+    let mut limits = match &args.config {
+        Some(path) => ConfigFile::read(path)?.limits(),
+        None => Limits::default(),
+    };
+    let a: &mut AdmissionLimits = &mut limits.admission;
+    a.host_memory_mb = args.host_memory_mb.or(a.host_memory_mb);
+    a.host_vcpus = args.host_vcpus.or(a.host_vcpus);
+    a.host_disk_mb = args.host_disk_mb.or(a.host_disk_mb);
+    a.user_memory_mb = args.user_memory_mb.unwrap_or(a.user_memory_mb);
+    a.user_vcpus = args.user_vcpus.unwrap_or(a.user_vcpus);
+    a.user_disk_mb = args.user_disk_mb.unwrap_or(a.user_disk_mb);
+    Ok(limits)
 }
 
 fn init_logging(json: bool) {

@@ -37,7 +37,7 @@ enum Command {
         command: Option<commands::admin::AdminCommand>,
     },
     /// Run the platform: the HTTP API and the sandboxes on this host.
-    Server(commands::server::ServerArgs),
+    Server(Box<commands::server::ServerArgs>),
     /// Sandbox images (build the base image ahead of the first server start).
     Image {
         #[command(subcommand)]
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Some(Command::Exec(args)) => block_on(commands::exec::run(args)),
         Some(Command::Admin { command: None }) => group_help("admin"),
         Some(Command::Admin { command: Some(c) }) => block_on(commands::admin::run(c)),
-        Some(Command::Server(args)) => commands::server::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Server(args)) => commands::server::run(*args).map(|()| ExitCode::SUCCESS),
         Some(Command::Image { command: None }) => group_help("image"),
         Some(Command::Image { command: Some(c) }) => {
             commands::image::run(c).map(|()| ExitCode::SUCCESS)

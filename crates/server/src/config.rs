@@ -263,10 +263,10 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     /// The limits the file describes, admission sums included.
-    pub fn limits(&self) -> Limits {
+    pub fn into_limits(self) -> Limits {
         Limits {
-            admission: self.admission.clone(),
-            ..self.limits.clone()
+            admission: self.admission,
+            ..self.limits
         }
     }
 
@@ -287,11 +287,14 @@ mod tests {
 
     #[test]
     fn an_empty_file_keeps_every_default() {
-        assert_eq!(ConfigFile::parse("").unwrap().limits(), Limits::default());
+        assert_eq!(
+            ConfigFile::parse("").unwrap().into_limits(),
+            Limits::default()
+        );
         assert_eq!(
             ConfigFile::parse("[limits]\n[admission]\n")
                 .unwrap()
-                .limits(),
+                .into_limits(),
             Limits::default()
         );
     }
@@ -303,7 +306,7 @@ mod tests {
              [admission]\nuser_vcpus = 4\nhost_memory_mb = 10000\n",
         )
         .unwrap();
-        let l = file.limits();
+        let l = file.into_limits();
         assert_eq!(l.max_active_sessions_per_user, 3);
         assert_eq!(l.max_memory_mb, 2048);
         assert_eq!(l.admission.user_vcpus, 4);

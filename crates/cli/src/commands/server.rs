@@ -205,7 +205,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// The config file's limits (or the defaults), then the admission flags given on top.
 fn limits(args: &ServerArgs) -> anyhow::Result<Limits> {
     let mut limits = match &args.config {
-        Some(path) => ConfigFile::read(path)?.limits(),
+        Some(path) => ConfigFile::read(path)?.into_limits(),
         None => Limits::default(),
     };
     let a: &mut AdmissionLimits = &mut limits.admission;

@@ -68,3 +68,49 @@ pub struct CreatedUser {
     pub api_key: String,
     pub api_key_id: i64,
 }
+
+/// Per-user quota overrides an operator sets (`PUT /v1/admin/users/{id}/limits`). Each field
+/// left out takes the server's value (its `--config` file or default); the names are those of
+/// the config file's `[limits]` and `[admission]` tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_sessions_per_user: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vcpu_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime_seconds: Option<u64>,
+    /// Sum of memory over the user's live sandboxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_vcpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_disk_mb: Option<u64>,
+}
+
+/// The limits in force for one user: every field, after the overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectiveLimits {
+    pub max_active_sessions_per_user: u64,
+    pub max_memory_mb: u32,
+    pub max_vcpu_count: u32,
+    pub max_lifetime_seconds: u64,
+    pub user_memory_mb: u64,
+    pub user_vcpus: u64,
+    pub user_disk_mb: u64,
+}
+
+/// `GET` and `PUT /v1/admin/users/{id}/limits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLimitsResponse {
+    pub user_id: i64,
+    /// What the operator set for this user (empty: the server's limits apply).
+    pub overrides: UserLimits,
+    pub effective: EffectiveLimits,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}

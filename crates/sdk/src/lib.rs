@@ -406,6 +406,22 @@ impl Client {
     pub async fn list_users(&self) -> Result<Vec<User>> {
         self.get(&["v1", "admin", "users"]).await
     }
+
+    pub async fn user_limits(&self, user_id: i64) -> Result<UserLimitsResponse> {
+        self.get(&["v1", "admin", "users", &user_id.to_string(), "limits"])
+            .await
+    }
+
+    /// Replace a user's overrides (fields left `None` take the server's limits).
+    pub async fn set_user_limits(
+        &self,
+        user_id: i64,
+        overrides: &UserLimits,
+    ) -> Result<UserLimitsResponse> {
+        let id = user_id.to_string();
+        let req = self.request(Method::PUT, &["v1", "admin", "users", &id, "limits"])?;
+        self.send(req.json(overrides)).await
+    }
 }
 
 /// A 2xx body as `T`, anything else as [`Error::Api`] with the server's `detail`.

@@ -51,7 +51,6 @@ impl Resources {
 /// but not yet visible as stored sessions.
 pub struct Admission {
     host: Resources,
-    user: Resources,
     host_cpus: u32,
     pending: Arc<Mutex<HashMap<u64, (i64, Resources)>>>,
     next_id: AtomicU64,
@@ -84,11 +83,6 @@ impl Admission {
                     .host_disk_mb
                     .or(capacity.disk_mb)
                     .unwrap_or(unlimited),
-            },
-            user: Resources {
-                memory_mb: limits.user_memory_mb,
-                vcpus: limits.user_vcpus,
-                disk_mb: limits.user_disk_mb,
             },
             host_cpus: capacity.cpus.max(1),
             pending: Arc::default(),
@@ -125,8 +119,14 @@ impl Admission {
     }
 }
 
-/// Admit a sandbox of `want` for `user_id`, or 403 naming the sum it would break.
-pub async fn admit(state: &AppState, user_id: i64, want: Resources) -> ApiResult<Reservation> {
+/// Admit a sandbox of `want` for `user_id`, whose limits are `limits` (with their overrides:
+/// [`AppState::limits_for`]), or 403 naming the sum it would break.
+pub async fn admit(
+    state: &AppState,
+    user_id: i64,
+    want: Resources,
+    limits: &AdmissionLimits,
+) -> ApiResult<Reservation> {
     crate::metering::enforce_credits(state, user_id).await?;
     let admission = state.admission();
     let _turn = admission.one_at_a_time.lock().await;
@@ -146,7 +146,12 @@ pub async fn admit(state: &AppState, user_id: i64, want: Resources) -> ApiResult
             user.add(Resources::of_info(info));
         }
     }
-    check(&user, want, &admission.user, Scope::User)?;
+    let user_max = Resources {
+        memory_mb: limits.user_memory_mb,
+        vcpus: limits.user_vcpus,
+        disk_mb: limits.user_disk_mb,
+    };
+    check(&user, want, &user_max, Scope::User)?;
     check(&host, want, &admission.host, Scope::Host)?;
     Ok(admission.reserve(user_id, want))
 }

@@ -1,6 +1,7 @@
 //! Server configuration: one struct, filled by the CLI from flags and `INSTAVM_*` variables,
 //! validated before anything starts.
 
+use instavm_api::{EffectiveLimits, UserLimits};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -249,6 +250,67 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let probe = path.join(".write-test");
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
+}
+
+impl Limits {
+    /// These limits with a user's overrides applied. A default above the user's maximum comes
+    /// down to it, so a request that names no value still fits.
+    pub fn for_user(&self, o: &UserLimits) -> Limits {
+        let mut l = self.clone();
+        if let Some(v) = o.max_active_sessions_per_user {
+            l.max_active_sessions_per_user = v;
+        }
+        if let Some(v) = o.max_memory_mb {
+            l.max_memory_mb = v;
+            l.default_memory_mb = l.default_memory_mb.min(v);
+        }
+        if let Some(v) = o.max_vcpu_count {
+            l.max_vcpu_count = v;
+            l.default_vcpu_count = l.default_vcpu_count.min(v);
+        }
+        if let Some(v) = o.max_lifetime_seconds {
+            l.max_lifetime_seconds = v;
+            l.default_lifetime_seconds = l.default_lifetime_seconds.min(v);
+        }
+        let a = &mut l.admission;
+        a.user_memory_mb = o.user_memory_mb.unwrap_or(a.user_memory_mb);
+        a.user_vcpus = o.user_vcpus.unwrap_or(a.user_vcpus);
+        a.user_disk_mb = o.user_disk_mb.unwrap_or(a.user_disk_mb);
+        l
+    }
+
+    /// Overrides that would leave a user unable to start anything sensible are refused: a
+    /// maximum below the server's minimum.
+    pub fn check_overrides(&self, o: &UserLimits) -> Result<(), String> {
+        let below = |name: &str, got: u64, min: u64| {
+            Err(format!(
+                "{name} must be at least {min} (the server's minimum), got {got}"
+            ))
+        };
+        if let Some(v) = o.max_memory_mb.filter(|v| *v < self.min_memory_mb) {
+            return below("max_memory_mb", v.into(), self.min_memory_mb.into());
+        }
+        if let Some(v) = o.max_lifetime_seconds.filter(|v| *v < self.min_lifetime_seconds) {
+            return below("max_lifetime_seconds", v, self.min_lifetime_seconds);
+        }
+        if o.max_vcpu_count == Some(0) {
+            return below("max_vcpu_count", 0, 1);
+        }
+        Ok(())
+    }
+
+    /// The fields an operator can override, as they stand.
+    pub fn effective(&self) -> EffectiveLimits {
+        EffectiveLimits {
+            max_active_sessions_per_user: self.max_active_sessions_per_user,
+            max_memory_mb: self.max_memory_mb,
+            max_vcpu_count: self.max_vcpu_count,
+            max_lifetime_seconds: self.max_lifetime_seconds,
+            user_memory_mb: self.admission.user_memory_mb,
+            user_vcpus: self.admission.user_vcpus,
+            user_disk_mb: self.admission.user_disk_mb,
+        }
+    }
 }
 
 /// The operator's `--config` file (TOML): `[limits]` holds fields of [`Limits`] and

@@ -115,6 +115,17 @@ impl AppState {
         &self.inner.limits
     }
 
+    /// The limits in force for one user: the server's, with the operator's overrides for them
+    /// (`PUT /v1/admin/users/{id}/limits`). Read per call, so a change applies to the next
+    /// request.
+    pub async fn limits_for(&self, user_id: i64) -> Result<Limits, ApiError> {
+        let overrides = self.db(move |s| s.user_limits(user_id)).await?;
+        Ok(match overrides {
+            Some((o, _)) => self.limits().for_user(&o),
+            None => self.limits().clone(),
+        })
+    }
+
     pub fn spool_dir(&self) -> &PathBuf {
         &self.inner.spool_dir
     }

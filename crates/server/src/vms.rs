@@ -6,6 +6,7 @@
 //! snapshot and stops the sandbox; resume boots a new VM (a new `vm_id`, as the spec requires)
 //! from that snapshot and binds the same session to it.
 
+use crate::admission::{self, Reservation, Resources};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::{self, reason};
 use crate::snapshots;
@@ -105,7 +106,14 @@ fn sandbox_of(row: &VmRow) -> ApiResult<SandboxId> {
 /// not leave a half-made VM). With `wait`, answers once it is `active` (or the error);
 /// otherwise at once.
 pub async fn create(state: &AppState, mut new: NewVm, wait: bool) -> ApiResult<VmRecord> {
-    crate::metering::enforce_credits(state, new.user_id).await?;
+    let limits = state.limits_for(new.user_id).await?;
+    let reservation = admission::admit(
+        state,
+        new.user_id,
+        Resources::of_spec(&new.spec),
+        &limits.admission,
+    )
+    .await?;
     let now = Utc::now();
     let lifetime = new.spec.lifetime;
     let rebind = new.session_id.is_some();
@@ -146,41 +154,48 @@ pub async fn create(state: &AppState, mut new: NewVm, wait: bool) -> ApiResult<V
     if let Some(p) = &new.egress_policy {
         crate::egress::set_initial(state, &row.record.vm_id, row.user_id, p).await?;
     }
-    start_boot(state, row, new.spec, rebind, None, new.mounts, wait).await
+    let boot = Boot {
+        row,
+        spec: new.spec,
+        rebind,
+        replaces: None,
+        mounts: new.mounts,
+        reservation,
+    };
+    start_boot(state, boot, wait).await
 }
 
 type BootTask = tokio::task::JoinHandle<ApiResult<VmRecord>>;
 
+/// What a boot needs: the `creating` record, the sandbox to start, whether it takes over an
+/// existing session (and which records it replaces), its volumes, and its admission place
+/// (held until the VM's session is stored).
+pub(crate) struct Boot {
+    pub row: VmRow,
+    pub spec: SandboxSpec,
+    pub rebind: bool,
+    pub replaces: Option<VmRow>,
+    pub mounts: Vec<PlannedMount>,
+    pub reservation: Reservation,
+}
+
 /// Write the `creating` record, then boot in a task of its own.
-async fn spawn_boot(
-    state: &AppState,
-    row: VmRow,
-    spec: SandboxSpec,
-    rebind: bool,
-    replaces: Option<VmRow>,
-    mounts: Vec<PlannedMount>,
-) -> ApiResult<(VmRecord, BootTask)> {
+async fn spawn_boot(state: &AppState, b: Boot) -> ApiResult<(VmRecord, BootTask)> {
     {
-        let row = row.clone();
+        let row = b.row.clone();
         state.db(move |s| s.save_vm(&row)).await?;
     }
-    let answer = row.record.clone();
+    let answer = b.row.record.clone();
     let task_state = state.clone();
-    let task =
-        tokio::spawn(async move { boot(&task_state, row, spec, rebind, replaces, mounts).await });
+    let task = tokio::spawn(async move {
+        let _admitted = b.reservation;
+        boot(&task_state, b.row, b.spec, b.rebind, b.replaces, b.mounts).await
+    });
     Ok((answer, task))
 }
 
-async fn start_boot(
-    state: &AppState,
-    row: VmRow,
-    spec: SandboxSpec,
-    rebind: bool,
-    replaces: Option<VmRow>,
-    mounts: Vec<PlannedMount>,
-    wait: bool,
-) -> ApiResult<VmRecord> {
-    let (answer, task) = spawn_boot(state, row, spec, rebind, replaces, mounts).await?;
+async fn start_boot(state: &AppState, b: Boot, wait: bool) -> ApiResult<VmRecord> {
+    let (answer, task) = spawn_boot(state, b).await?;
     if !wait {
         return Ok(answer);
     }
@@ -364,7 +379,7 @@ pub async fn update(
     }
     let had_grace = needs_grace(&row.record);
     if let Some(memory_mb) = req.memory_mb {
-        let l = state.limits();
+        let l = state.limits_for(row.user_id).await?;
         if memory_mb > l.max_memory_mb {
             return Err(ApiError::Forbidden(format!(
                 "memory cannot exceed {} MB",

@@ -83,7 +83,7 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
         ],
     ),
     ("ssh_key", &["ssh_key.added", "ssh_key.removed"]),
-    ("user", &["user.created"]),
+    ("user", &["user.created", "user.limits_updated"]),
     (
         "vault",
         &[

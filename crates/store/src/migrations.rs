@@ -189,6 +189,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/metering.sql"),
     // 10: workloads (cron and job deploys) and their runs.
     include_str!("sql/workloads.sql"),
+    // 11: per-user quota overrides.
+    include_str!("sql/user_limits.sql"),
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

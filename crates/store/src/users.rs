@@ -2,6 +2,7 @@
 
 use crate::*;
 use rusqlite::{params, OptionalExtension, Row};
+use instavm_api::UserLimits;
 
 const USER_COLUMNS: &str = "id, email, name, is_admin, created_at";
 const KEY_COLUMNS: &str = "id, user_id, prefix, description, is_active, created_at";
@@ -233,4 +234,48 @@ fn insert_key(
         is_active: true,
         created_at: from_millis(to_millis(now)),
     })
+}
+
+impl Store {
+    /// The operator's overrides for a user and when they were set (`None`: no overrides).
+    pub fn user_limits(&self, user_id: i64) -> Result<Option<(UserLimits, DateTime<Utc>)>> {
+        let row: Option<(String, i64)> = self
+            .reader()
+            .query_row(
+                "SELECT overrides, updated_at FROM user_limits WHERE user_id = ?1",
+                [user_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(json, at)| {
+            let overrides = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Encode(format!("user_limits of user {user_id}: {e}")))?;
+            Ok((overrides, from_millis(at)))
+        })
+        .transpose()
+    }
+
+    /// Replace a user's overrides; empty ones remove the row (the server's limits apply).
+    pub fn set_user_limits(
+        &self,
+        user_id: i64,
+        overrides: &UserLimits,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if *overrides == UserLimits::default() {
+            self.writer()
+                .execute("DELETE FROM user_limits WHERE user_id = ?1", [user_id])?;
+            return Ok(());
+        }
+        self.writer().execute(
+            "INSERT INTO user_limits (user_id, overrides, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id) DO UPDATE SET overrides = ?2, updated_at = ?3",
+            params![
+                user_id,
+                serde_json::to_string(overrides).map_err(|e| StoreError::Encode(e.to_string()))?,
+                to_millis(now)
+            ],
+        )?;
+        Ok(())
+    }
 }

@@ -12,6 +12,7 @@ mod sessions;
 mod shares;
 mod snapshots;
 mod ssh_keys;
+mod user_limits;
 mod users;
 mod vault;
 pub(crate) mod vms;
@@ -99,6 +100,8 @@ pub fn app(state: AppState) -> Router {
         .merge(webhooks::router())
         // Credits and billing (spec §19).
         .merge(credits::router())
+        // Per-user quota overrides (ours, docs/quotas.md).
+        .merge(user_limits::router())
         // Secrets vaults (spec §4).
         .merge(vault::router())
         .fallback(not_found)

@@ -2,6 +2,7 @@
 
 use crate::admission::{self, Resources};
 use crate::auth::{authenticate, header_key, Principal};
+use crate::config::Limits;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::sessions::{self, reason};
@@ -40,13 +41,14 @@ pub async fn start(
         })?,
     };
     let user = authenticate(&state, &key).await?;
-    let mut spec = sandbox_spec(&state, &req)?;
+    let limits = state.limits_for(user.id).await?;
+    let mut spec = sandbox_spec(&state, &limits, &req)?;
     spec.tenant = Some(format!("user-{}", user.id));
     let metadata = req.metadata.clone().unwrap_or_default();
     check_metadata(&metadata)?;
     state.require_ready()?;
 
-    let limit = state.limits().max_active_sessions_per_user;
+    let limit = limits.max_active_sessions_per_user;
     let user_id = user.id;
     if state.db(move |s| s.count_active_sessions(user_id)).await? >= limit {
         return Err(ApiError::Forbidden(format!(
@@ -54,7 +56,13 @@ pub async fn start(
         )));
     }
 
-    let reservation = admission::admit(&state, user_id, Resources::of_spec(&spec)).await?;
+    let reservation = admission::admit(
+        &state,
+        user_id,
+        Resources::of_spec(&spec),
+        &limits.admission,
+    )
+    .await?;
 
     // Creating the sandbox and recording the session run in their own task: a client that
     // hangs up midway must not leave a sandbox behind that no session owns. The reservation
@@ -113,11 +121,14 @@ async fn create(
     Ok(rec)
 }
 
-/// Turn the request into a sandbox spec, enforcing the limits: over a limit is 403 in the
-/// wording the official deploy code recognises (`vm lifetime cannot exceed <N>s`), a value
-/// that makes no sense is 422.
-pub(crate) fn sandbox_spec(state: &AppState, req: &StartSessionRequest) -> ApiResult<SandboxSpec> {
-    let l = state.limits();
+/// Turn the request into a sandbox spec, enforcing the user's limits `l`: over a limit is 403
+/// in the wording the official deploy code recognises (`vm lifetime cannot exceed <N>s`), a
+/// value that makes no sense is 422.
+pub(crate) fn sandbox_spec(
+    state: &AppState,
+    l: &Limits,
+    req: &StartSessionRequest,
+) -> ApiResult<SandboxSpec> {
     // Over a tier limit is 403 in the wording the official deploy code reacts to (api.md
     // §6.1); below the minimum is a malformed value, 422.
     let lifetime = within(

@@ -83,8 +83,10 @@ pub(crate) async fn create_vm(
         snapshots::check_name(name)?;
     }
     check_vault_ids(req.vault_ids.as_ref())?;
+    let limits = state.limits_for(user_id).await?;
     let mut spec = super::sessions::sandbox_spec(
         state,
+        &limits,
         &StartSessionRequest {
             api_key: None,
             vm_lifetime_seconds: req.vm_lifetime_seconds,
@@ -166,7 +168,10 @@ fn check_vault_ids(ids: Option<&Vec<String>>) -> ApiResult<()> {
 }
 
 async fn check_active_limit(state: &AppState, user_id: i64) -> ApiResult<()> {
-    let limit = state.limits().max_active_sessions_per_user;
+    let limit = state
+        .limits_for(user_id)
+        .await?
+        .max_active_sessions_per_user;
     if state.db(move |s| s.count_active_sessions(user_id)).await? >= limit {
         return Err(ApiError::Forbidden(format!(
             "active session limit reached: at most {limit} active sessions per user; kill one or wait for it to expire"

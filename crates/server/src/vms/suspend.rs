@@ -136,7 +136,23 @@ pub async fn resume(state: &AppState, old: VmRow, wait: bool) -> ApiResult<VmRec
     };
     // The suspended VM's volumes come back (it holds none while suspended).
     let mounts = crate::volumes::inherited(state, old.user_id, Some(&old.record.vm_id)).await;
-    let (record, task) = spawn_boot(state, row, spec, true, Some(replaced), mounts).await?;
+    let limits = state.limits_for(old.user_id).await?;
+    let reservation = crate::admission::admit(
+        state,
+        old.user_id,
+        crate::admission::Resources::of_spec(&spec),
+        &limits.admission,
+    )
+    .await?;
+    let boot = Boot {
+        row,
+        spec,
+        rebind: true,
+        replaces: Some(replaced),
+        mounts,
+        reservation,
+    };
+    let (record, task) = spawn_boot(state, boot).await?;
     // The guard lives until the boot has finished, in or out of this request.
     let waiter = tokio::spawn(async move {
         let _guard = guard;

@@ -235,6 +235,28 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// What differs between two snapshots, as paths inside the sandbox (absolute, sorted):
+    /// files, symlinks and directories added, modified (contents, mode or owner) or deleted
+    /// going from `from` to `to`. A directory whose only change is its entries is not listed.
+    /// Computed from the snapshots' metadata, never by reading file contents.
+    async fn snapshot_diff(&self, from: &SnapshotId, to: &SnapshotId) -> Result<Vec<PathChange>> {
+        let _ = (from, to);
+        Err(self.unsupported("snapshot diffs"))
+    }
+
+    /// The contents of the regular file at `path` (absolute, inside the sandbox) as it was in
+    /// `snapshot`, image layers included. `Ok(None)` when it did not exist or was not a
+    /// regular file then; `WrongFileType` above `max_bytes`. Never follows a symlink.
+    async fn snapshot_read_file(
+        &self,
+        snapshot: &SnapshotId,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let _ = (snapshot, path, max_bytes);
+        Err(self.unsupported("reading snapshot files"))
+    }
+
     /// Change the memory limit of a running sandbox.
     async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
         let _ = (id, memory_mb);

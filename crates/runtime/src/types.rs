@@ -296,6 +296,20 @@ pub struct SnapshotInfo {
     pub copied: bool,
 }
 
+/// How one path differs between two snapshots ([`crate::Runtime::snapshot_diff`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PathChange {
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
 /// What a sandbox may reach outside the host (spec/api.md §2): the five fields of the API, kept
 /// as given (after the server's validation). How they combine is decided by the backend and
 /// written down in docs/network.md; [`EgressPolicy::default`] is the unrestricted policy.

@@ -83,6 +83,16 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
         ],
     ),
     ("ssh_key", &["ssh_key.added", "ssh_key.removed"]),
+    (
+        "tape",
+        &[
+            "tape.started",
+            "tape.stopped",
+            "tape.failed",
+            "tape.expired",
+            "tape.deleted",
+        ],
+    ),
     ("user", &["user.created", "user.limits_updated"]),
     (
         "vault",

@@ -191,6 +191,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("sql/workloads.sql"),
     // 11: per-user quota overrides.
     include_str!("sql/user_limits.sql"),
+    // 12: tapes, their events and filesystem checkpoints.
+    include_str!("sql/tapes.sql"),
 ];
 
 pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -107,7 +107,7 @@ def test_an_operator_overrides_one_users_limits(quota_server, tmp_path):
     assert missing.status_code == 404 and missing.json()["detail"]
     events = requests.get(f"{s.base_url}/v1/audit/events",
                           params={"event_type": "user.limits_updated"}, headers=h).json()["items"]
-    assert [e["payload"]["overrides"]["max_memory_mb"] for e in events] == [256]
+    assert [e["event_payload"]["overrides"]["max_memory_mb"] for e in events] == [256]
 
     # --reset gives the user the file's limits again.
     done = run([BIN, "admin", "users", "set-limits", str(user_id), "--reset"], env)

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub billing: crate::metering::BillingSettings,
     /// The secrets vault: key, request-log retention, upstream CAs (docs/vault.md).
     pub vault: crate::vault::VaultSettings,
+    /// Where tapes' LLM cassettes are written (`None`: `<data_dir>/tapes`; docs/tapes.md).
+    pub tapes_cassette_root: Option<PathBuf>,
 }
 
 /// Bounds on what users may ask for. Over a bound is 403 (a limit), malformed is 422.
@@ -290,7 +292,10 @@ impl Limits {
         if let Some(v) = o.max_memory_mb.filter(|v| *v < self.min_memory_mb) {
             return below("max_memory_mb", v.into(), self.min_memory_mb.into());
         }
-        if let Some(v) = o.max_lifetime_seconds.filter(|v| *v < self.min_lifetime_seconds) {
+        if let Some(v) = o
+            .max_lifetime_seconds
+            .filter(|v| *v < self.min_lifetime_seconds)
+        {
             return below("max_lifetime_seconds", v, self.min_lifetime_seconds);
         }
         if o.max_vcpu_count == Some(0) {

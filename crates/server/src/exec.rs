@@ -104,12 +104,17 @@ pub async fn run(
 ) -> ApiResult<ExecOutput> {
     let sandbox = sessions::sandbox_id(rec)?;
     let runtime = state.runtime().clone();
+    // Kept for the tape only when one may be recording (code can be large).
+    let taped_code = state.tapes().may_record().then(|| code.clone());
     let request = ExecRequest {
         language,
         code,
         timeout: Some(deadline),
     };
-    let task = tokio::spawn(async move { runtime.exec(&sandbox, request).await });
+    let task = {
+        let sandbox = sandbox.clone();
+        tokio::spawn(async move { runtime.exec(&sandbox, request).await })
+    };
     let output = match tokio::time::timeout(deadline + RUNTIME_GRACE, task).await {
         Ok(joined) => joined.map_err(ApiError::internal)?,
         Err(_) => {
@@ -132,6 +137,14 @@ pub async fn run(
             cpu_seconds: output.cpu_time,
         },
     );
+    if let Some(code) = &taped_code {
+        let step = crate::tapes::Step::Execute {
+            language: language.as_str(),
+            command: code,
+            output: &output,
+        };
+        crate::tapes::record(state, &sandbox, step).await;
+    }
     Ok(output)
 }
 

@@ -27,6 +27,7 @@ mod snapshots;
 mod ssh_gateway;
 mod sshkey;
 pub mod state;
+mod tapes;
 mod terminals;
 mod usage;
 pub mod vault;

@@ -177,6 +177,7 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
     crate::vms::sweep(state).await?;
     crate::shares::sweep(state).await?;
     crate::vault::prune_logs(state).await?;
+    crate::tapes::sweep(state).await?;
     let now = Utc::now();
     for rec in state.db(|s| s.active_sessions()).await? {
         if now >= rec.expires_at {

@@ -77,6 +77,15 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
         config.spool_dir(),
     )?;
     crate::vault::start(&state, &config.data_dir, &config.vault).map_err(ServeError::Vault)?;
+    state.tapes().set_cassette_root(
+        config
+            .tapes_cassette_root
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("tapes")),
+    );
+    crate::tapes::load(&state)
+        .await
+        .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     lifecycle::reconcile(&state)
         .await
         .map_err(|e: ApiError| ServeError::Reconcile(e.to_string()))?;

@@ -203,7 +203,9 @@ pub async fn reconcile(state: &AppState) -> ApiResult<usize> {
         state.db(move |s| s.save_snapshot(&row)).await?;
         cleaned += 1;
     }
-    let known: HashSet<String> = state.db(|s| s.snapshot_ids()).await?.into_iter().collect();
+    // Snapshots are the platform's (`snap_*`) and tape checkpoints (`tck_*`).
+    let mut known: HashSet<String> = state.db(|s| s.snapshot_ids()).await?.into_iter().collect();
+    known.extend(state.db(|s| s.tape_checkpoint_ids()).await?);
     for id in state.runtime().list_snapshots().await? {
         if !known.contains(id.as_str()) {
             tracing::info!(snapshot = %id, "removing a snapshot no record owns");

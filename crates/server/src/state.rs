@@ -44,6 +44,7 @@ struct Shared {
     billing: std::sync::OnceLock<crate::metering::BillingSettings>,
     /// The vault's sealing key and CA (set at start; an in-memory key otherwise).
     vault: std::sync::OnceLock<Arc<crate::vault::VaultPlane>>,
+    tapes: crate::tapes::Tapes,
 }
 
 /// The admin key never enters the database: its hash is held here and maps to the built-in
@@ -99,6 +100,7 @@ impl AppState {
                 webhooks: std::sync::OnceLock::new(),
                 billing: std::sync::OnceLock::new(),
                 vault: std::sync::OnceLock::new(),
+                tapes: crate::tapes::Tapes::default(),
             }),
         })
     }
@@ -124,6 +126,10 @@ impl AppState {
             Some((o, _)) => self.limits().for_user(&o),
             None => self.limits().clone(),
         })
+    }
+
+    pub fn tapes(&self) -> &crate::tapes::Tapes {
+        &self.inner.tapes
     }
 
     pub fn spool_dir(&self) -> &PathBuf {

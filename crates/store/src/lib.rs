@@ -39,7 +39,7 @@ pub use metering::{CreditAllocation, MeterReading, UsageSampleRow, UsageSum};
 pub use records::*;
 pub use shares::ShareRow;
 pub use ssh_keys::NewSshKey;
-pub use tapes::{AppendError, NewTapeEvent, TapeFilter, TapeRow};
+pub use tapes::{AppendError, ExpiredTape, NewTapeEvent, TapeFilter, TapeRow};
 pub use users::NewApiKey;
 pub use vault::{CredentialRow, RequestLogRow, ServiceRow, VaultRow};
 pub use volumes::{CheckpointRow, MountRefused, MountRow, VolumeRow};

@@ -135,7 +135,7 @@ impl Store {
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
                 return Err(StoreError::Conflict(format!(
-                    "session {} is already recording a tape",
+                    "a recording tape of session {}",
                     r.session_id
                 )));
             }
@@ -174,6 +174,48 @@ impl Store {
                 tape_row,
             )
             .optional()?)
+    }
+
+    /// The tape recording the session whose sandbox this is (the hooks of executes, uploads
+    /// and terminals know the sandbox; a resumed VM's session points at its new one).
+    pub fn recording_tape_of_sandbox(&self, sandbox_id: &str) -> Result<Option<TapeRow>> {
+        let cols = TAPE_COLUMNS
+            .split(", ")
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(self
+            .reader()
+            .query_row(
+                &format!(
+                    "SELECT {cols} FROM tapes t JOIN sessions s ON s.id = t.session_id
+                     WHERE s.sandbox_id = ?1 AND t.status = 'recording'"
+                ),
+                [sandbox_id],
+                tape_row,
+            )
+            .optional()?)
+    }
+
+    pub fn count_recording_tapes(&self) -> Result<u64> {
+        Ok(self.reader().query_row(
+            "SELECT COUNT(*) FROM tapes WHERE status = 'recording'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Stop the tapes whose session has ended; returns their ids.
+    pub fn stop_tapes_of_ended_sessions(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let conn = self.writer();
+        let mut stmt = conn.prepare(
+            "UPDATE tapes SET status = 'stopped', stopped_at = ?1
+             WHERE status = 'recording' AND session_id IN
+               (SELECT id FROM sessions WHERE status NOT IN ('active', 'suspended'))
+             RETURNING id",
+        )?;
+        let rows = stmt.query_map([to_millis(now)], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A user's tapes, newest first.
@@ -261,8 +303,8 @@ impl Store {
             "UPDATE tapes SET total_steps = ?2 WHERE id = ?1",
             params![e.tape_id, step as i64],
         )?;
-        let payload = serde_json::to_string(e.payload)
-            .map_err(|err| StoreError::Encode(err.to_string()))?;
+        let payload =
+            serde_json::to_string(e.payload).map_err(|err| StoreError::Encode(err.to_string()))?;
         tx.execute(
             "INSERT INTO tape_events (tape_id, step_id, kind, ts, parent_step_id, checkpoint_id, payload)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -300,19 +342,15 @@ impl Store {
              WHERE tape_id = ?1 AND step_id > ?2 AND (?3 IS NULL OR kind = ?3)
              ORDER BY step_id LIMIT ?4",
         )?;
-        let rows = stmt.query_map(
-            params![tape_id, after_step as i64, kind, limit],
-            event_row,
-        )?;
+        let rows = stmt.query_map(params![tape_id, after_step as i64, kind, limit], event_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// How many events of each kind a tape holds.
     pub fn tape_lanes(&self, tape_id: &str) -> Result<BTreeMap<String, u64>> {
         let conn = self.reader();
-        let mut stmt = conn.prepare(
-            "SELECT kind, COUNT(*) FROM tape_events WHERE tape_id = ?1 GROUP BY kind",
-        )?;
+        let mut stmt = conn
+            .prepare("SELECT kind, COUNT(*) FROM tape_events WHERE tape_id = ?1 GROUP BY kind")?;
         let rows = stmt.query_map([tape_id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
@@ -362,30 +400,43 @@ impl Store {
     }
 
     /// Mark tapes whose retention ran out as `expired` (a recording one is stopped first) and
-    /// forget their checkpoints; returns each with its checkpoint ids.
-    pub fn expire_tapes(&self, now: DateTime<Utc>) -> Result<Vec<(String, Vec<String>)>> {
+    /// forget their checkpoints.
+    pub fn expire_tapes(&self, now: DateTime<Utc>) -> Result<Vec<ExpiredTape>> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let due: Vec<String> = {
+        let due: Vec<(String, String)> = {
             let mut stmt = tx.prepare(
-                "SELECT id FROM tapes WHERE status != 'expired' AND expires_at <= ?1",
+                "SELECT id, status FROM tapes WHERE status != 'expired' AND expires_at <= ?1",
             )?;
-            let rows = stmt.query_map([to_millis(now)], |r| r.get(0))?;
+            let rows = stmt.query_map([to_millis(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(due.len());
-        for id in due {
-            let ids = checkpoint_ids(&tx, &id)?;
+        for (id, status) in due {
+            let checkpoints = checkpoint_ids(&tx, &id)?;
             tx.execute("DELETE FROM tape_checkpoints WHERE tape_id = ?1", [&id])?;
             tx.execute(
                 "UPDATE tapes SET status = 'expired', stopped_at = IFNULL(stopped_at, ?2) WHERE id = ?1",
                 params![id, to_millis(now)],
             )?;
-            out.push((id, ids));
+            out.push(ExpiredTape {
+                id,
+                checkpoints,
+                was_recording: status == "recording",
+            });
         }
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// A tape [`Store::expire_tapes`] expired: the snapshots of its checkpoints are the caller's
+/// to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredTape {
+    pub id: String,
+    pub checkpoints: Vec<String>,
+    pub was_recording: bool,
 }
 
 fn checkpoint_ids(conn: &rusqlite::Connection, tape_id: &str) -> Result<Vec<String>> {

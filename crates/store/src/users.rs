@@ -1,8 +1,8 @@
 //! Users and their API keys.
 
 use crate::*;
-use rusqlite::{params, OptionalExtension, Row};
 use instavm_api::UserLimits;
+use rusqlite::{params, OptionalExtension, Row};
 
 const USER_COLUMNS: &str = "id, email, name, is_admin, created_at";
 const KEY_COLUMNS: &str = "id, user_id, prefix, description, is_active, created_at";

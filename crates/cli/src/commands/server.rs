@@ -47,6 +47,10 @@ pub struct ServerArgs {
     /// given as well win over the file.
     #[arg(long, env = "INSTAVM_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Where tapes' LLM cassettes (`<dir>/<tape_id>/llm_call.jsonl`) are written; the SDKs'
+    /// replay clients read the same variable. Default: `<data-dir>/tapes`.
+    #[arg(long, env = "INSTAVM_TAPES_CASSETTE_ROOT")]
+    pub tapes_cassette_root: Option<PathBuf>,
     /// Memory all live sandboxes may hold together, in MB [default: the host's RAM].
     #[arg(long, env = "INSTAVM_HOST_MEMORY_MB")]
     pub host_memory_mb: Option<u64>,
@@ -195,6 +199,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 },
                 billing: args.billing.settings(),
                 vault: args.vault.settings(),
+                tapes_cassette_root: args.tapes_cassette_root,
             };
             runtime.block_on(instavm_server::run(config))?;
             Ok(())

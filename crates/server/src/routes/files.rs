@@ -170,11 +170,18 @@ impl Target {
             .write_file(&sandbox, &self.path, data, WriteOptions::default())
             .await;
         match written {
-            Ok(info) => Ok(UploadResponse {
-                success: true,
-                remote_path: info.path,
-                size: info.size,
-            }),
+            Ok(info) => {
+                let step = crate::tapes::Step::Upload {
+                    path: &info.path,
+                    size: info.size,
+                };
+                crate::tapes::record(state, &sandbox, step).await;
+                Ok(UploadResponse {
+                    success: true,
+                    remote_path: info.path,
+                    size: info.size,
+                })
+            }
             Err(RuntimeError::NotFound(_) | RuntimeError::NotRunning(_)) => {
                 Err(sessions::sandbox_gone(state, &self.rec).await)
             }
@@ -355,6 +362,11 @@ pub async fn download(
             info.size
         )));
     }
+    let step = crate::tapes::Step::Download {
+        path: &path,
+        size: info.size,
+    };
+    crate::tapes::record(&state, &sandbox, step).await;
     let filename = serde_json::to_string(&req.filename).map_err(ApiError::internal)?;
     let head = format!("{{\"filename\":{filename},\"content\":\"");
     let session = rec.id.clone();

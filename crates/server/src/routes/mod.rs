@@ -12,6 +12,7 @@ mod sessions;
 mod shares;
 mod snapshots;
 mod ssh_keys;
+mod tapes;
 mod user_limits;
 mod users;
 mod vault;
@@ -100,6 +101,8 @@ pub fn app(state: AppState) -> Router {
         .merge(webhooks::router())
         // Credits and billing (spec §19).
         .merge(credits::router())
+        // Tapes (spec §17).
+        .merge(tapes::router())
         // Per-user quota overrides (ours, docs/quotas.md).
         .merge(user_limits::router())
         // Secrets vaults (spec §4).

@@ -80,7 +80,13 @@ async fn create<const IN_VM: bool>(
     let req = terminals::pty_request(body)?;
     let sb = terminals::sandbox(&state, user.id, scope(IN_VM), &owner).await?;
     let info = state.runtime().pty_open(&sb, req).await?;
-    Ok(Json(terminals::view(&info)))
+    let view = terminals::view(&info);
+    let step = crate::tapes::Step::PtyOpen {
+        pty_id: &view.session_id,
+        command: &view.command,
+    };
+    crate::tapes::record(&state, &sb, step).await;
+    Ok(Json(view))
 }
 
 async fn list<const IN_VM: bool>(
@@ -125,6 +131,12 @@ async fn kill<const IN_VM: bool>(
 ) -> ApiResult<Json<Value>> {
     let sb = terminals::sandbox(&state, user.id, scope(IN_VM), &owner).await?;
     state.runtime().pty_kill(&sb, &pty_id).await?;
+    crate::tapes::record(
+        &state,
+        &sb,
+        crate::tapes::Step::PtyClose { pty_id: &pty_id },
+    )
+    .await;
     Ok(Json(
         json!({ "status": "killed", "session_id": pty_id, "id": pty_id }),
     ))

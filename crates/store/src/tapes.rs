@@ -278,52 +278,38 @@ impl Store {
     pub fn append_tape_event(&self, e: &NewTapeEvent<'_>) -> Result<u64, AppendError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
-        let tape: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT status, total_steps FROM tapes WHERE id = ?1",
-                [e.tape_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((status, total)) = tape else {
-            return Err(AppendError::NoTape);
-        };
-        let total = total as u64;
-        if status != "recording" {
-            let status = TapeStatus::parse(&status).unwrap_or(TapeStatus::Failed);
-            return Err(AppendError::NotRecording(status.as_str()));
+        let step = append_in(&tx, e)?;
+        tx.commit()?;
+        Ok(step)
+    }
+
+    /// Append a step that took a checkpoint (`e.checkpoint_id`, owned) and, on the step after
+    /// it, its `fs_summary` with `summary` as payload, in one transaction (one commit per
+    /// recorded step). Returns the step of `e`.
+    pub fn append_tape_step_with_summary(
+        &self,
+        e: &NewTapeEvent<'_>,
+        summary: &serde_json::Value,
+    ) -> Result<u64, AppendError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let step = append_in(&tx, e)?;
+        let mut payload = summary.clone();
+        if let Some(p) = payload.as_object_mut() {
+            p.insert("after_step".into(), step.into());
         }
-        if let Some(parent) = e.parent_step_id {
-            if parent == 0 || parent > total {
-                return Err(AppendError::NoSuchParent { parent, total });
-            }
-        }
-        let step = total + 1;
-        tx.execute(
-            "UPDATE tapes SET total_steps = ?2 WHERE id = ?1",
-            params![e.tape_id, step as i64],
+        append_in(
+            &tx,
+            &NewTapeEvent {
+                tape_id: e.tape_id,
+                kind: "fs_summary",
+                payload: &payload,
+                parent_step_id: Some(step),
+                checkpoint_id: e.checkpoint_id,
+                owns_checkpoint: false,
+                ts: e.ts,
+            },
         )?;
-        let payload =
-            serde_json::to_string(e.payload).map_err(|err| StoreError::Encode(err.to_string()))?;
-        tx.execute(
-            "INSERT INTO tape_events (tape_id, step_id, kind, ts, parent_step_id, checkpoint_id, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                e.tape_id,
-                step as i64,
-                e.kind,
-                to_millis(e.ts),
-                e.parent_step_id.map(|s| s as i64),
-                e.checkpoint_id,
-                payload
-            ],
-        )?;
-        if let (true, Some(ckpt)) = (e.owns_checkpoint, e.checkpoint_id) {
-            tx.execute(
-                "INSERT INTO tape_checkpoints (id, tape_id, step_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![ckpt, e.tape_id, step as i64, to_millis(e.ts)],
-            )?;
-        }
         tx.commit()?;
         Ok(step)
     }
@@ -437,6 +423,57 @@ pub struct ExpiredTape {
     pub id: String,
     pub checkpoints: Vec<String>,
     pub was_recording: bool,
+}
+
+/// Give `e` the tape's next step, inside the caller's transaction.
+fn append_in(tx: &rusqlite::Transaction<'_>, e: &NewTapeEvent<'_>) -> Result<u64, AppendError> {
+    let tape: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT status, total_steps FROM tapes WHERE id = ?1",
+            [e.tape_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((status, total)) = tape else {
+        return Err(AppendError::NoTape);
+    };
+    let total = total as u64;
+    if status != "recording" {
+        let status = TapeStatus::parse(&status).unwrap_or(TapeStatus::Failed);
+        return Err(AppendError::NotRecording(status.as_str()));
+    }
+    if let Some(parent) = e.parent_step_id {
+        if parent == 0 || parent > total {
+            return Err(AppendError::NoSuchParent { parent, total });
+        }
+    }
+    let step = total + 1;
+    tx.execute(
+        "UPDATE tapes SET total_steps = ?2 WHERE id = ?1",
+        params![e.tape_id, step as i64],
+    )?;
+    let payload =
+        serde_json::to_string(e.payload).map_err(|err| StoreError::Encode(err.to_string()))?;
+    tx.execute(
+        "INSERT INTO tape_events (tape_id, step_id, kind, ts, parent_step_id, checkpoint_id, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            e.tape_id,
+            step as i64,
+            e.kind,
+            to_millis(e.ts),
+            e.parent_step_id.map(|s| s as i64),
+            e.checkpoint_id,
+            payload
+        ],
+    )?;
+    if let (true, Some(ckpt)) = (e.owns_checkpoint, e.checkpoint_id) {
+        tx.execute(
+            "INSERT INTO tape_checkpoints (id, tape_id, step_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![ckpt, e.tape_id, step as i64, to_millis(e.ts)],
+        )?;
+    }
+    Ok(step)
 }
 
 fn checkpoint_ids(conn: &rusqlite::Connection, tape_id: &str) -> Result<Vec<String>> {

@@ -185,53 +185,45 @@ async fn record_on(
         None
     };
     let tape_id = tape.record.id.clone();
-    let payload = step.payload();
-    let stored = append(
-        state,
-        &tape_id,
-        step.kind(),
-        payload,
-        None,
-        checkpoint.as_ref().map(|c| c.0.as_str().to_owned()),
-        true,
-    )
-    .await;
-    let step_id = match stored {
-        Ok(step_id) => step_id,
+    let (kind, payload) = (step.kind().to_owned(), step.payload());
+    let ckpt = checkpoint.clone();
+    let store = state.store().clone();
+    let actor = crate::audit::current_actor();
+    let stored = tokio::task::spawn_blocking(move || {
+        instavm_store::with_actor(actor, || {
+            let event = NewTapeEvent {
+                tape_id: &tape_id,
+                kind: &kind,
+                payload: &payload,
+                parent_step_id: None,
+                checkpoint_id: ckpt.as_ref().map(|(id, _)| id.as_str()),
+                owns_checkpoint: true,
+                ts: Utc::now(),
+            };
+            match &ckpt {
+                Some((id, size_bytes)) => {
+                    let summary = json!({"checkpoint_id": id.as_str(), "size_bytes": size_bytes});
+                    store.append_tape_step_with_summary(&event, &summary)
+                }
+                None => store.append_tape_event(&event),
+            }
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match stored {
+        Ok(_) => Ok(()),
         Err(err) => {
             // Stopped meanwhile (or the write failed): the checkpoint belongs to no step.
             if let Some((id, _)) = &checkpoint {
                 drop_checkpoint(state, id).await;
             }
-            return match err {
+            match err {
                 AppendError::NotRecording(_) | AppendError::NoTape => Ok(()),
                 other => Err(ApiError::internal(other)),
-            };
-        }
-    };
-    if let Some((id, size_bytes)) = checkpoint {
-        let summary = json!({
-            "after_step": step_id,
-            "checkpoint_id": id.as_str(),
-            "size_bytes": size_bytes,
-        });
-        let id = id.as_str().to_owned();
-        match append(
-            state,
-            &tape_id,
-            "fs_summary",
-            summary,
-            Some(step_id),
-            Some(id),
-            false,
-        )
-        .await
-        {
-            Ok(_) | Err(AppendError::NotRecording(_) | AppendError::NoTape) => {}
-            Err(other) => return Err(ApiError::internal(other)),
+            }
         }
     }
-    Ok(())
 }
 
 /// Append an event on the tape's next step.

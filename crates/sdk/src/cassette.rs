@@ -457,6 +457,14 @@ mod tests {
         assert!(r.lookup("POST", URL, b"").is_some());
     }
 
+    #[test]
+    fn reads_a_line_as_our_server_writes_it() {
+        // Copied from a cassette `instavm server` wrote for an appended `llm_call` event.
+        let text = br#"{"kind":"llm_call","payload":{"request":{"body_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","method":"POST","url":"https://api.openai.com/v1/chat/completions"},"response":{"body_b64":"e30=","headers":[["content-type","application/json"]],"status":200}},"step_id":6}"#;
+        let mut r = CassetteReplayer::parse(text);
+        assert_eq!(r.lookup("POST", URL, b""), Some(&response(200, "{}")));
+    }
+
     /// The official SDK's replayer serves what our writer recorded, in order, wrapping around.
     #[test]
     fn official_sdk_replays_a_cassette_we_wrote() {

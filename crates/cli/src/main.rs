@@ -89,6 +89,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::snapshots::SnapshotCommand>,
     },
+    /// Tapes: sessions recorded step by step, diffed and branched (time travel).
+    #[command(alias = "tapes")]
+    Tape {
+        #[command(subcommand)]
+        command: Option<commands::tape::TapeCommand>,
+    },
     /// Audit events: what changed, when, and who did it.
     #[command(alias = "audit")]
     Events {
@@ -168,6 +174,8 @@ fn main() -> ExitCode {
         Some(Command::Vm { command: Some(c) }) => block_on(commands::vms::run(c)),
         Some(Command::Snapshot { command: None }) => group_help("snapshot"),
         Some(Command::Snapshot { command: Some(c) }) => block_on(commands::snapshots::run(c)),
+        Some(Command::Tape { command: None }) => group_help("tape"),
+        Some(Command::Tape { command: Some(c) }) => block_on(commands::tape::run(c)),
         Some(Command::Events { command: None }) => group_help("events"),
         Some(Command::Events { command: Some(c) }) => block_on(commands::events::run(c)),
         Some(Command::Share { command: None }) => group_help("share"),

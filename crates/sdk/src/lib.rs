@@ -18,11 +18,13 @@
 //! ```
 
 mod audit;
+pub mod cassette;
 mod credits;
 mod egress;
 mod error;
 mod pty;
 mod shares;
+mod tapes;
 mod vault;
 mod vms;
 mod volumes;

@@ -17,6 +17,7 @@ pub mod server_shares;
 pub mod server_vault;
 pub mod shares;
 pub mod snapshots;
+pub mod tape;
 pub mod vault;
 pub mod vms;
 pub mod volumes;

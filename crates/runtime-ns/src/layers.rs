@@ -8,6 +8,7 @@
 
 mod diff;
 mod overlay;
+mod send_stream;
 mod snapshot;
 
 pub use snapshot::{ReadError, SnapshotMeta};

@@ -44,7 +44,8 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
     step(
         "mkdir -p /app/proj && echo v1 > /app/proj/a.txt && echo keep > /app/proj/keep.txt \
          && echo gone > /tmp/gone.txt && ln -s /etc/shadow /tmp/s && ln -s /etc /tmp/etc_link \
-         && mkfifo /tmp/fifo",
+         && mkfifo /tmp/fifo && mkdir -p /app/old/sub && echo x > /app/old/sub/f \
+         && mkdir -p /usr/share/doc/bash/mine && echo m > /usr/share/doc/bash/mine/m",
     )
     .await;
     let a = SnapshotId::parse("snap_diff_a").unwrap();
@@ -52,14 +53,25 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
     step(
         "echo v2 > /app/proj/a.txt && echo new > /app/proj/b.txt && chmod 600 /app/proj/keep.txt \
          && mkdir /app/newdir && rm /tmp/gone.txt && echo changed > /etc/debian_version \
-         && rm /etc/issue.net && rm -r /usr/share/doc/sudo",
+         && rm /etc/issue.net && rm -r /usr/share/doc/sudo && mv /app/old /app/new \
+         && rm -r /usr/share/doc/bash && mkdir /usr/share/doc/bash && echo again > /usr/share/doc/bash/again",
     )
     .await;
     let b = SnapshotId::parse("snap_diff_b").unwrap();
     env.rt.snapshot(&sb.id, &b).await.unwrap();
 
     let mut expected = vec![
+        change("/app/new", ChangeKind::Added),
+        change("/app/new/sub", ChangeKind::Added),
+        change("/app/new/sub/f", ChangeKind::Added),
         change("/app/newdir", ChangeKind::Added),
+        change("/app/old", ChangeKind::Deleted),
+        change("/app/old/sub", ChangeKind::Deleted),
+        change("/app/old/sub/f", ChangeKind::Deleted),
+        // Made again: opaque, hiding the image's files.
+        change("/usr/share/doc/bash/again", ChangeKind::Added),
+        change("/usr/share/doc/bash/mine", ChangeKind::Deleted),
+        change("/usr/share/doc/bash/mine/m", ChangeKind::Deleted),
         change("/app/proj/a.txt", ChangeKind::Modified),
         change("/app/proj/b.txt", ChangeKind::Added),
         change("/app/proj/keep.txt", ChangeKind::Modified),
@@ -71,7 +83,14 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
     let mut doc = Vec::new();
     image_tree(&rootfs, "/usr/share/doc/sudo", &mut doc);
     assert!(doc.len() > 5, "{doc:?}");
-    expected.extend(doc.iter().map(|p| change(p, ChangeKind::Deleted)));
+    let mut bash_doc = Vec::new();
+    image_tree(&rootfs, "/usr/share/doc/bash", &mut bash_doc);
+    assert!(!bash_doc.is_empty());
+    expected.extend(
+        doc.iter()
+            .chain(&bash_doc)
+            .map(|p| change(p, ChangeKind::Deleted)),
+    );
     expected.sort();
     let diff = env.rt.snapshot_diff(&a, &b).await.unwrap();
     assert_eq!(diff, expected);
@@ -111,6 +130,23 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
         read(&b, "/usr/share/doc/sudo/copyright").await.unwrap(),
         None
     );
+    // An opaque directory hides the image's files below it.
+    assert!(read(&a, "/usr/share/doc/bash/copyright")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        read(&b, "/usr/share/doc/bash/copyright").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        read(&b, "/usr/share/doc/bash/again")
+            .await
+            .unwrap()
+            .unwrap(),
+        b"again\n"
+    );
+    assert_eq!(read(&b, "/app/new/sub/f").await.unwrap().unwrap(), b"x\n");
     assert_eq!(read(&a, "/app/proj").await.unwrap(), None);
     assert_eq!(read(&a, "/tmp/fifo").await.unwrap(), None);
     assert!(matches!(

@@ -94,6 +94,12 @@ pub fn entry(path: &Path) -> io::Result<Entry> {
 }
 
 fn is_opaque(path: &Path) -> bool {
+    xattr_is_y(path, false)
+}
+
+/// Whether the xattr `trusted.overlay.opaque` of `path` is "y"; `follow` for a
+/// `/proc/self/fd/N` name, which only leads to its inode when followed.
+fn xattr_is_y(path: &Path, follow: bool) -> bool {
     let (Ok(p), Ok(name)) = (
         CString::new(path.as_os_str().as_bytes()),
         CString::new(OPAQUE_XATTR),
@@ -101,14 +107,19 @@ fn is_opaque(path: &Path) -> bool {
         return false;
     };
     let mut value = [0u8; 4];
-    // SAFETY: both names are valid C strings; the kernel writes at most `value.len()` bytes.
+    let (p, name, buf, len) = (
+        p.as_ptr(),
+        name.as_ptr(),
+        value.as_mut_ptr().cast(),
+        value.len(),
+    );
+    // SAFETY: both names are valid C strings; the kernel writes at most `len` bytes to `buf`.
     let n = unsafe {
-        libc::lgetxattr(
-            p.as_ptr(),
-            name.as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
+        if follow {
+            libc::getxattr(p, name, buf, len)
+        } else {
+            libc::lgetxattr(p, name, buf, len)
+        }
     };
     n == 1 && value[0] == b'y'
 }
@@ -145,9 +156,10 @@ pub fn same_view(a: &Seen, b: &Seen, strict: bool) -> bool {
     }
 }
 
-/// The image's entry at `path` (relative, '/'-separated), symlinks on the way refused.
-pub fn lower_entry(lower: &Path, path: &str) -> io::Result<Option<Entry>> {
-    let root = File::open(lower)?;
+/// The entry at `path` (relative, '/'-separated) under `root` (an upper tree or an image),
+/// symlinks on the way refused.
+pub fn entry_beneath(root: &Path, path: &str) -> io::Result<Option<Entry>> {
+    let root = File::open(root)?;
     let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
     let dir = if parent.is_empty() {
         root.try_clone()?.into()
@@ -184,10 +196,32 @@ fn stat_at(dir: &impl AsRawFd, name: &str) -> io::Result<Entry> {
     let fd = open_at(dir, &n, libc::O_PATH | libc::O_NOFOLLOW)?;
     let file = File::from(fd);
     let mut e = from_metadata(&file.metadata()?);
-    if e.kind == Kind::Dir {
-        e.opaque = fd_opaque(&file);
+    match e.kind {
+        Kind::Dir => e.opaque = fd_opaque(&file),
+        Kind::Symlink => e.target = Some(link_target(&file)?),
+        _ => {}
     }
     Ok(e)
+}
+
+/// The target of the symlink an `O_PATH | O_NOFOLLOW` descriptor holds.
+fn link_target(link: &File) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: an empty path makes readlinkat read the link `link` itself; it writes at most
+    // `buf.len()` bytes.
+    let n = unsafe {
+        libc::readlinkat(
+            link.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }
 
 fn open_at(dir: &impl AsRawFd, name: &CString, flags: libc::c_int) -> io::Result<OwnedFd> {
@@ -202,8 +236,11 @@ fn open_at(dir: &impl AsRawFd, name: &CString, flags: libc::c_int) -> io::Result
 
 /// The opaque mark of an `O_PATH` directory descriptor (fgetxattr refuses those: go through
 /// /proc/self/fd, which names this very inode).
-fn fd_opaque(dir: &File) -> bool {
-    is_opaque(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())))
+fn fd_opaque(dir: &impl AsRawFd) -> bool {
+    xattr_is_y(
+        Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())),
+        true,
+    )
 }
 
 /// Why a snapshot file could not be read, in the caller's terms.
@@ -246,7 +283,7 @@ pub fn read_file(
                 Err(e) => return Err(io(e)),
             };
             let file = File::from(fd);
-            let opaque = is_opaque(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())));
+            let opaque = fd_opaque(&file);
             next.push(file.into());
             if opaque {
                 break;

@@ -78,9 +78,14 @@ impl Layers {
                 lower: lower.to_path_buf(),
             })
         };
-        let (from, to) = (side(from, from_lower)?, side(to, to_lower)?);
-        // btrfs snapshots share inodes with their layer; tmpfs ones are copies.
-        diff::diff(&from, &to, self.backend == Backend::Btrfs)
+        let (from_side, to_side) = (side(from, from_lower)?, side(to, to_lower)?);
+        match self.backend {
+            Backend::Btrfs => {
+                diff::diff_btrfs(&self.snapshots_dir(), (from, &from_side), (to, &to_side))
+            }
+            // Copies: inode numbers and ctimes differ from one to the next.
+            Backend::Tmpfs => diff::diff_walk(&from_side, &to_side, false),
+        }
     }
 
     /// The regular file at `components` as the sandbox saw it in `snap` over `lower`.

@@ -202,3 +202,97 @@ fn walk(root: &Path, start: &str) -> io::Result<Tree> {
     }
     Ok(tree)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys;
+    use std::process::Command;
+
+    /// One step on a real overlay mount of `upper` over `lower`, then a copy of the upper
+    /// directory (what the tmpfs fallback's snapshots are).
+    fn step(dir: &Path, lower: &Path, script: &str, snapshot: &str) -> PathBuf {
+        let (upper, work, merged) = (dir.join("u"), dir.join("w"), dir.join("m"));
+        for d in [&upper, &work, &merged] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        sys::mount("overlay", &merged, "overlay", 0, &opts).unwrap();
+        let ok = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(&merged)
+            .status()
+            .unwrap()
+            .success();
+        sys::umount_detach(&merged).unwrap();
+        assert!(ok, "{script}");
+        let copy = dir.join(snapshot);
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(&upper)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success());
+        copy
+    }
+
+    /// The walk over copies (the tmpfs fallback) sees what overlayfs made: copy-ups,
+    /// whiteouts, opaque directories. Needs root (mounts); passes without doing anything
+    /// otherwise.
+    #[test]
+    fn walking_copies_of_real_overlay_uppers() {
+        use std::os::unix::fs::MetadataExt;
+        if fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let lower = tmp.path().join("lower");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(lower.join("doc/sub")).unwrap();
+        fs::write(lower.join("etc/hostname"), "image\n").unwrap();
+        fs::write(lower.join("etc/motd"), "hi\n").unwrap();
+        fs::write(lower.join("doc/sub/x"), "x").unwrap();
+        let a = step(
+            tmp.path(),
+            &lower,
+            "mkdir app; echo 1 > app/f; echo k > app/keep",
+            "a",
+        );
+        let b = step(
+            tmp.path(),
+            &lower,
+            "sleep 0.01; echo 2 > app/f; echo new > app/g; echo host > etc/hostname; \
+             rm etc/motd; rm -r doc; mkdir doc; echo d > doc/y",
+            "b",
+        );
+        let side = |upper: &Path| Side {
+            upper: upper.to_path_buf(),
+            lower: lower.clone(),
+        };
+        let got = diff_walk(&side(&a), &side(&b), false).unwrap();
+        let change = |path: &str, kind| PathChange {
+            path: path.into(),
+            kind,
+        };
+        assert_eq!(
+            got,
+            [
+                change("/app/f", ChangeKind::Modified),
+                change("/app/g", ChangeKind::Added),
+                change("/doc/sub", ChangeKind::Deleted),
+                change("/doc/sub/x", ChangeKind::Deleted),
+                change("/doc/y", ChangeKind::Added),
+                change("/etc/hostname", ChangeKind::Modified),
+                change("/etc/motd", ChangeKind::Deleted),
+            ]
+        );
+        assert!(diff_walk(&side(&b), &side(&b), false).unwrap().is_empty());
+    }
+}

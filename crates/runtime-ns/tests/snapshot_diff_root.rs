@@ -179,6 +179,48 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
         Err(RuntimeError::InvalidPath(_))
     ));
 
+    // A sandbox booted from a snapshot: its snapshots share the lineage.
+    let booted = env
+        .sandbox_with(SandboxSpec {
+            from_snapshot: Some(b.clone()),
+            ..SandboxSpec::default()
+        })
+        .await;
+    let out = env.sh(&booted.id, "echo c > /app/proj/c.txt").await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let c = SnapshotId::parse("snap_diff_c").unwrap();
+    env.rt.snapshot(&booted.id, &c).await.unwrap();
+    // Besides the file it wrote, a new sandbox writes its own name and network files.
+    assert_eq!(
+        env.rt.snapshot_diff(&b, &c).await.unwrap(),
+        [
+            change("/app/proj/c.txt", ChangeKind::Added),
+            change("/etc/hostname", ChangeKind::Modified),
+            change("/etc/hosts", ChangeKind::Modified),
+            change("/etc/resolv.conf", ChangeKind::Modified),
+        ]
+    );
+    // An unrelated sandbox: nothing shared, still compared right.
+    let other = env.sandbox().await;
+    let out = env.sh(&other.id, "echo d > /app/d.txt").await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let d = SnapshotId::parse("snap_diff_d").unwrap();
+    env.rt.snapshot(&other.id, &d).await.unwrap();
+    let unrelated = env.rt.snapshot_diff(&d, &a).await.unwrap();
+    for expected in [
+        change("/app/d.txt", ChangeKind::Deleted),
+        change("/app/proj/a.txt", ChangeKind::Added),
+        change("/tmp/gone.txt", ChangeKind::Added),
+    ] {
+        assert!(
+            unrelated.contains(&expected),
+            "{expected:?} in {unrelated:?}"
+        );
+    }
+    for s in [&c, &d] {
+        env.rt.delete_snapshot(s).await.unwrap();
+    }
+
     // Snapshots taken before their image was recorded are read over the base image.
     let meta = env.data.path().join("layers/snapshots/snap_diff_a.json");
     std::fs::remove_file(&meta).unwrap();

@@ -22,6 +22,9 @@ pub struct Changed {
     /// (source, destination) of every rename, each when in the upper directory (not a
     /// temporary name).
     pub renames: Vec<(Option<String>, Option<String>)>,
+    /// The upper directory itself was replaced (snapshots of unrelated layers): everything
+    /// under it is named under a temporary name, so the stream says nothing usable.
+    pub replaced: bool,
 }
 
 pub fn changes(snapshots: &Path, from: &str, to: &str) -> io::Result<Changed> {
@@ -65,7 +68,8 @@ pub fn changes(snapshots: &Path, from: &str, to: &str) -> io::Result<Changed> {
 }
 
 fn parse(dump: &[u8], to: &str) -> Changed {
-    let prefix = format!("./{to}/upper/");
+    let upper = format!("./{to}/upper");
+    let prefix = format!("{upper}/");
     let in_upper = |p: &str| p.strip_prefix(&prefix).map(str::to_owned);
     let mut changed = Changed::default();
     for line in dump.split(|&b| b == b'\n') {
@@ -86,6 +90,9 @@ fn parse(dump: &[u8], to: &str) -> Changed {
                 .and_then(in_upper),
             _ => None,
         };
+        if op == "rename" && tokens[1] == upper {
+            changed.replaced = true;
+        }
         if op == "rename" && (path.is_some() || dest.is_some()) {
             changed.renames.push((path.clone(), dest.clone()));
         }
@@ -171,6 +178,7 @@ unlink          ./c/work/work/x
 rmdir           ./c/o10370-9-0/gone
 "#;
         let c = parse(dump, "c");
+        assert!(!c.replaced);
         let paths: Vec<&str> = c.paths.iter().map(String::as_str).collect();
         assert_eq!(
             paths,
@@ -186,5 +194,12 @@ rmdir           ./c/o10370-9-0/gone
                 (None, Some("lnk".to_owned())),
             ]
         );
+    }
+
+    #[test]
+    fn a_replaced_upper_directory_is_reported() {
+        let dump = b"snapshot ./o uuid=a transid=1\nrename ./o/upper dest=./o/o257-7-0\n\
+                     mkdir ./o/o257-11-0\nrename ./o/o257-11-0 dest=./o/upper\n";
+        assert!(parse(dump, "o").replaced);
     }
 }

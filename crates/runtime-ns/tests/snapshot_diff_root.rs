@@ -186,7 +186,12 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
             ..SandboxSpec::default()
         })
         .await;
-    let out = env.sh(&booted.id, "echo c > /app/proj/c.txt").await;
+    let out = env
+        .sh(
+            &booted.id,
+            "echo c > /app/proj/c.txt && touch \"$(printf '/app/bad\\377')\"",
+        )
+        .await;
     assert_eq!(out.exit_code, 0, "{out:?}");
     let c = SnapshotId::parse("snap_diff_c").unwrap();
     env.rt.snapshot(&booted.id, &c).await.unwrap();
@@ -194,6 +199,8 @@ async fn diffs_and_reads_follow_the_overlay_and_never_a_symlink() {
     assert_eq!(
         env.rt.snapshot_diff(&b, &c).await.unwrap(),
         [
+            // Names that are not UTF-8 are reported lossily.
+            change("/app/bad\u{FFFD}", ChangeKind::Added),
             change("/app/proj/c.txt", ChangeKind::Added),
             change("/etc/hostname", ChangeKind::Modified),
             change("/etc/hosts", ChangeKind::Modified),

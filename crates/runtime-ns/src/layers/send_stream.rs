@@ -25,6 +25,8 @@ pub struct Changed {
     /// The upper directory itself was replaced (snapshots of unrelated layers): everything
     /// under it is named under a temporary name, so the stream says nothing usable.
     pub replaced: bool,
+    /// A name that is not UTF-8: the text form of the paths cannot be looked up again.
+    pub lossy: bool,
 }
 
 pub fn changes(snapshots: &Path, from: &str, to: &str) -> io::Result<Changed> {
@@ -73,7 +75,7 @@ fn parse(dump: &[u8], to: &str) -> Changed {
     let in_upper = |p: &str| p.strip_prefix(&prefix).map(str::to_owned);
     let mut changed = Changed::default();
     for line in dump.split(|&b| b == b'\n') {
-        let tokens = tokens(line);
+        let tokens = tokens(line, &mut changed.lossy);
         let (Some(op), Some(path)) = (tokens.first(), tokens.get(1)) else {
             continue;
         };
@@ -102,8 +104,9 @@ fn parse(dump: &[u8], to: &str) -> Changed {
     changed
 }
 
-/// Split on unescaped spaces and unescape each token (lossy UTF-8: paths are reported as text).
-fn tokens(line: &[u8]) -> Vec<String> {
+/// Split on unescaped spaces and unescape each token (lossy UTF-8, noted in `lossy`: paths are
+/// reported as text).
+fn tokens(line: &[u8], lossy: &mut bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur: Vec<u8> = Vec::new();
     let mut in_token = false;
@@ -114,7 +117,7 @@ fn tokens(line: &[u8]) -> Vec<String> {
         match b {
             b' ' | b'\t' => {
                 if in_token {
-                    out.push(String::from_utf8_lossy(&cur).into_owned());
+                    out.push(text(&cur, lossy));
                     cur.clear();
                     in_token = false;
                 }
@@ -154,9 +157,15 @@ fn tokens(line: &[u8]) -> Vec<String> {
         in_token = true;
     }
     if in_token {
-        out.push(String::from_utf8_lossy(&cur).into_owned());
+        out.push(text(&cur, lossy));
     }
     out
+}
+
+fn text(bytes: &[u8], lossy: &mut bool) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    *lossy |= matches!(s, std::borrow::Cow::Owned(_));
+    s.into_owned()
 }
 
 #[cfg(test)]
@@ -178,7 +187,7 @@ unlink          ./c/work/work/x
 rmdir           ./c/o10370-9-0/gone
 "#;
         let c = parse(dump, "c");
-        assert!(!c.replaced);
+        assert!(!c.replaced && !c.lossy);
         let paths: Vec<&str> = c.paths.iter().map(String::as_str).collect();
         assert_eq!(
             paths,
@@ -201,5 +210,6 @@ rmdir           ./c/o10370-9-0/gone
         let dump = b"snapshot ./o uuid=a transid=1\nrename ./o/upper dest=./o/o257-7-0\n\
                      mkdir ./o/o257-11-0\nrename ./o/o257-11-0 dest=./o/upper\n";
         assert!(parse(dump, "o").replaced);
+        assert!(parse(b"mkfile ./o/upper/bad\\377\n", "o").lossy);
     }
 }

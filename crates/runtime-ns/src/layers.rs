@@ -6,7 +6,12 @@
 //! quota, and later cheap snapshots. Fallback (no loop devices or no mkfs.btrfs): one tmpfs per
 //! sandbox with `size=` as the quota, which is memory-backed and charged to the sandbox's memory.
 
+mod diff;
+mod overlay;
+mod send_stream;
 mod snapshot;
+
+pub use snapshot::{ReadError, SnapshotMeta};
 
 use crate::sys;
 use std::fs;

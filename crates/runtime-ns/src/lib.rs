@@ -509,6 +509,21 @@ impl Runtime for NsRuntime {
         blocking(move || Ok(inner.list_snapshots())).await
     }
 
+    async fn snapshot_diff(&self, from: &SnapshotId, to: &SnapshotId) -> Result<Vec<PathChange>> {
+        let (inner, from, to) = (self.inner.clone(), from.clone(), to.clone());
+        blocking(move || inner.snapshot_diff(&from, &to)).await
+    }
+
+    async fn snapshot_read_file(
+        &self,
+        snapshot: &SnapshotId,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let (inner, snapshot, path) = (self.inner.clone(), snapshot.clone(), path.to_owned());
+        blocking(move || inner.snapshot_read_file(&snapshot, &path, max_bytes)).await
+    }
+
     async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
         let sb = self.sandbox(id)?;
         let inner = self.inner.clone();

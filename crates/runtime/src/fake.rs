@@ -318,6 +318,56 @@ impl Runtime for FakeRuntime {
         Ok(self.snapshot_lock().keys().cloned().collect())
     }
 
+    /// The fake has no metadata: files count as modified when their contents differ.
+    async fn snapshot_diff(&self, from: &SnapshotId, to: &SnapshotId) -> Result<Vec<PathChange>> {
+        let snapshots = self.snapshot_lock();
+        let get = |s: &SnapshotId| {
+            snapshots
+                .get(s)
+                .ok_or_else(|| RuntimeError::NotFound(s.to_string()))
+        };
+        let (a, b) = (get(from)?, get(to)?);
+        let mut changes: Vec<PathChange> = a
+            .keys()
+            .chain(b.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|path| {
+                let kind = match (a.get(path), b.get(path)) {
+                    (None, Some(_)) => ChangeKind::Added,
+                    (Some(_), None) => ChangeKind::Deleted,
+                    (Some(x), Some(y)) if x != y => ChangeKind::Modified,
+                    _ => return None,
+                };
+                Some(PathChange {
+                    path: path.clone(),
+                    kind,
+                })
+            })
+            .collect();
+        changes.sort();
+        Ok(changes)
+    }
+
+    async fn snapshot_read_file(
+        &self,
+        snapshot: &SnapshotId,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let path = normalize(path)?;
+        let snapshots = self.snapshot_lock();
+        let files = snapshots
+            .get(snapshot)
+            .ok_or_else(|| RuntimeError::NotFound(snapshot.to_string()))?;
+        match files.get(&path) {
+            Some(data) if data.len() as u64 > max_bytes => Err(RuntimeError::WrongFileType(
+                format!("{path} is {} bytes, more than {max_bytes}", data.len()),
+            )),
+            other => Ok(other.cloned()),
+        }
+    }
+
     async fn set_memory(&self, id: &SandboxId, memory_mb: u32) -> Result<()> {
         self.with_sandbox(id, |sb| {
             sb.info.memory_mb = memory_mb;
@@ -442,6 +492,58 @@ mod tests {
         assert!(matches!(
             rt.get(&sb.id).await,
             Err(RuntimeError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn snapshot_diffs_and_reads() {
+        let rt = FakeRuntime::new();
+        let sb = rt.create(SandboxSpec::default()).await.unwrap();
+        let write = |path: &'static str, data: &'static [u8]| {
+            let (rt, id) = (&rt, sb.id.clone());
+            async move {
+                let r: ByteReader = Box::pin(std::io::Cursor::new(data.to_vec()));
+                rt.write_file(&id, path, r, WriteOptions::default())
+                    .await
+                    .unwrap();
+            }
+        };
+        write("a", b"1").await;
+        write("b", b"1").await;
+        let (a, b) = (
+            SnapshotId::parse("snap_a").unwrap(),
+            SnapshotId::parse("snap_b").unwrap(),
+        );
+        rt.snapshot(&sb.id, &a).await.unwrap();
+        write("a", b"2").await;
+        write("c", b"3").await;
+        rt.snapshot(&sb.id, &b).await.unwrap();
+        let change = |path: &str, kind| PathChange {
+            path: path.into(),
+            kind,
+        };
+        assert_eq!(
+            rt.snapshot_diff(&a, &b).await.unwrap(),
+            [
+                change("/app/a", ChangeKind::Modified),
+                change("/app/c", ChangeKind::Added),
+            ]
+        );
+        assert_eq!(
+            rt.snapshot_diff(&b, &a).await.unwrap(),
+            [
+                change("/app/a", ChangeKind::Modified),
+                change("/app/c", ChangeKind::Deleted),
+            ]
+        );
+        assert_eq!(
+            rt.snapshot_read_file(&a, "/app/a", 10).await.unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(rt.snapshot_read_file(&a, "/app/c", 10).await.unwrap(), None);
+        assert!(matches!(
+            rt.snapshot_read_file(&b, "/app/a", 0).await,
+            Err(RuntimeError::WrongFileType(_))
         ));
     }
 }

@@ -5,12 +5,24 @@
 //! the layer's files are copied (`cp -a`, keeping owners, modes, xattrs and overlay whiteouts)
 //! to the host disk and back: it costs time in proportion to the data.
 
+use super::diff::{self, Side};
+use super::overlay;
+pub use super::overlay::ReadError;
 use super::{Backend, Layer, Layers};
 use crate::sys;
+use instavm_runtime::PathChange;
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// What a snapshot needs to be read as the sandbox saw it, in `<snapshots>/<snap>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The image the sandbox ran on (its overlay's lower layer).
+    pub image: String,
+}
 
 /// What taking a snapshot cost.
 pub struct Taken {
@@ -27,8 +39,69 @@ impl Layers {
         self.snapshots_dir().join(snap).exists()
     }
 
+    fn meta_path(&self, snap: &str) -> PathBuf {
+        self.snapshots_dir().join(format!("{snap}.json"))
+    }
+
+    /// The snapshot's metadata; snapshots taken before it was recorded ran on the base image.
+    pub fn snapshot_meta(&self, snap: &str) -> io::Result<SnapshotMeta> {
+        self.snapshot_upper(snap)?;
+        Ok(fs::read(self.meta_path(snap))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| SnapshotMeta {
+                image: crate::image::BASE.into(),
+            }))
+    }
+
+    /// The upper directory of a snapshot (`NotFound` for an unknown one).
+    fn snapshot_upper(&self, snap: &str) -> io::Result<PathBuf> {
+        let upper = self.snapshots_dir().join(snap).join("upper");
+        if !upper.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no snapshot {snap}"),
+            ));
+        }
+        Ok(upper)
+    }
+
+    /// What changed between two snapshots, each over its image's rootfs (`*_lower`).
+    pub fn snapshot_diff(
+        &self,
+        (from, from_lower): (&str, &Path),
+        (to, to_lower): (&str, &Path),
+    ) -> io::Result<Vec<PathChange>> {
+        let side = |snap: &str, lower: &Path| -> io::Result<Side> {
+            Ok(Side {
+                upper: self.snapshot_upper(snap)?,
+                lower: lower.to_path_buf(),
+            })
+        };
+        let (from_side, to_side) = (side(from, from_lower)?, side(to, to_lower)?);
+        match self.backend {
+            Backend::Btrfs => {
+                diff::diff_btrfs(&self.snapshots_dir(), (from, &from_side), (to, &to_side))
+            }
+            // Copies: inode numbers and ctimes differ from one to the next.
+            Backend::Tmpfs => diff::diff_walk(&from_side, &to_side, false),
+        }
+    }
+
+    /// The regular file at `components` as the sandbox saw it in `snap` over `lower`.
+    pub fn snapshot_read_file(
+        &self,
+        snap: &str,
+        lower: &Path,
+        components: &[&str],
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, ReadError> {
+        let upper = self.snapshot_upper(snap).map_err(ReadError::Io)?;
+        overlay::read_file(&[&upper, lower], components, max_bytes)
+    }
+
     /// Snapshot the layer of sandbox `id` as `snap`.
-    pub fn snapshot(&self, id: &str, snap: &str) -> io::Result<Taken> {
+    pub fn snapshot(&self, id: &str, snap: &str, meta: &SnapshotMeta) -> io::Result<Taken> {
         let dir = self.snapshots_dir();
         fs::create_dir_all(&dir)?;
         if dir.join(snap).exists() {
@@ -37,6 +110,11 @@ impl Layers {
                 format!("snapshot {snap} exists"),
             ));
         }
+        // The metadata goes first: a snapshot never exists without it (a stray file left by a
+        // failed snapshot is overwritten by the next one of that name).
+        let tmp_meta = dir.join(format!("{snap}.json.tmp"));
+        fs::write(&tmp_meta, serde_json::to_vec(meta)?)?;
+        fs::rename(&tmp_meta, self.meta_path(snap))?;
         match self.backend {
             Backend::Btrfs => {
                 sys::btrfs_snapshot(&self.path(id), &dir, snap, true)?;
@@ -112,8 +190,12 @@ impl Layers {
             ));
         }
         match self.backend {
-            Backend::Btrfs => sys::btrfs_delete_subvolume(&dir, snap),
-            Backend::Tmpfs => fs::remove_dir_all(&path),
+            Backend::Btrfs => sys::btrfs_delete_subvolume(&dir, snap)?,
+            Backend::Tmpfs => fs::remove_dir_all(&path)?,
+        }
+        match fs::remove_file(self.meta_path(snap)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -168,7 +250,10 @@ mod tests {
         fs::write(layer.upper.join("f"), b"data").unwrap();
         fs::set_permissions(layer.upper.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
         symlink("f", layer.upper.join("link")).unwrap();
-        let taken = layers.snapshot(a, "snap_t").unwrap();
+        let meta = SnapshotMeta {
+            image: "base".into(),
+        };
+        let taken = layers.snapshot(a, "snap_t", &meta).unwrap();
         assert!(taken.copied);
         fs::write(layer.upper.join("later"), b"x").unwrap();
         assert_eq!(layers.list_snapshots(), vec!["snap_t".to_owned()]);

@@ -3,7 +3,7 @@
 
 use super::{agent_deadline, io_err, lock, Inner, Sandbox, MIN_MEMORY_MB};
 use crate::cgroup::Limits;
-use crate::layers::Layer;
+use crate::layers::{Layer, ReadError, SnapshotMeta};
 use crate::record;
 use instavm_protocol::{Request, Response};
 use instavm_runtime::*;
@@ -50,14 +50,57 @@ impl Inner {
     }
 
     pub fn snapshot(&self, sb: &Sandbox, snap: &SnapshotId) -> Result<SnapshotInfo> {
+        let meta = SnapshotMeta {
+            image: lock(&sb.record).spec.image.clone(),
+        };
         let taken = self
             .layers
-            .snapshot(sb.id.as_str(), snap.as_str())
+            .snapshot(sb.id.as_str(), snap.as_str(), &meta)
             .map_err(io_err("taking a layer snapshot"))?;
         Ok(SnapshotInfo {
             size_bytes: taken.size_bytes,
             copied: taken.copied,
         })
+    }
+
+    /// The rootfs a snapshot's sandbox ran on.
+    fn snapshot_lower(&self, snap: &SnapshotId) -> Result<std::path::PathBuf> {
+        let meta = self
+            .layers
+            .snapshot_meta(snap.as_str())
+            .map_err(snapshot_err(snap, "reading a layer snapshot"))?;
+        self.images.rootfs(&meta.image).ok_or_else(|| {
+            RuntimeError::Unavailable(format!(
+                "image {:?} of snapshot {snap} is no longer installed",
+                meta.image
+            ))
+        })
+    }
+
+    pub fn snapshot_diff(&self, from: &SnapshotId, to: &SnapshotId) -> Result<Vec<PathChange>> {
+        let (from_lower, to_lower) = (self.snapshot_lower(from)?, self.snapshot_lower(to)?);
+        self.layers
+            .snapshot_diff((from.as_str(), &from_lower), (to.as_str(), &to_lower))
+            .map_err(io_err("comparing layer snapshots"))
+    }
+
+    pub fn snapshot_read_file(
+        &self,
+        snap: &SnapshotId,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let components = snapshot_path(path)?;
+        let lower = self.snapshot_lower(snap)?;
+        self.layers
+            .snapshot_read_file(snap.as_str(), &lower, &components, max_bytes)
+            .map_err(|e| match e {
+                ReadError::TooBig(size) => RuntimeError::WrongFileType(format!(
+                    "{path} is {size} bytes in snapshot {snap}, more than the {max_bytes} \
+                     bytes that may be read"
+                )),
+                ReadError::Io(e) => snapshot_err(snap, "reading a file of a layer snapshot")(e),
+            })
     }
 
     pub fn delete_snapshot(&self, snap: &SnapshotId) -> Result<()> {
@@ -76,6 +119,37 @@ impl Inner {
             .filter_map(|s| SnapshotId::parse(s))
             .collect()
     }
+}
+
+fn snapshot_err<'a>(
+    snap: &'a SnapshotId,
+    context: &'a str,
+) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+    move |e| match e.kind() {
+        std::io::ErrorKind::NotFound => RuntimeError::NotFound(snap.to_string()),
+        _ => RuntimeError::io(context, e),
+    }
+}
+
+/// The components of an absolute path inside a snapshot; `..` is refused (a lookup in a
+/// snapshot has no directory to climb back out of safely), `.` and empty ones are skipped.
+fn snapshot_path(path: &str) -> Result<Vec<&str>> {
+    let bad = |why: &str| Err(RuntimeError::InvalidPath(format!("{path:?}: {why}")));
+    if !path.starts_with('/') {
+        return bad("must be absolute");
+    }
+    if path.contains('\0') {
+        return bad("contains NUL");
+    }
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return bad("must not contain \"..\""),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 /// Hand variables to the agent, which keeps them in memory and gives them to the running

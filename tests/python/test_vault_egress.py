@@ -274,6 +274,23 @@ def test_request_logs_and_no_value_anywhere_on_the_host(vm, world, vserver):
     assert snap
 
 
+def test_a_tape_records_egress_requests_without_secrets(vm, world):
+    c, sid = vm["c"], vm["s"].session_id
+    tape = c.tapes.start(sid, record_fs=False)
+    out = bash(vm, 'curl -sS --max-time 10 https://api.openai.com/v1/taped -H "Authorization: Bearer $OPENAI_API_KEY"')
+    assert "ok from api" in out, out
+    deadline = time.time() + 10
+    while time.time() < deadline and not c.tapes.events(tape["id"], kind="http_egress"):
+        time.sleep(0.2)
+    c.tapes.stop(tape["id"])
+    events = c.tapes.events(tape["id"])
+    egress = [e for e in events if e["kind"] == "http_egress"]
+    assert len(egress) == 1, events
+    p = egress[0]["payload"]
+    assert (p["host"], p["method"], p["path"], p["status"]) == ("api.openai.com", "GET", "/v1/taped", 200)
+    assert p["credential_name"] == "OPENAI_API_KEY" and SECRET not in json.dumps(events)
+
+
 def test_the_default_open_policy_is_intercepted_too(vm, world):
     c = vm["c"]
     rec = c.vms.create(wait=True, vault_ids=[vm["vid"]])

@@ -180,6 +180,11 @@ async fn write_logs(
                 credential_name: e.credential_name,
             })
             .collect();
+        if state.tapes().may_record() {
+            for row in &rows {
+                crate::tapes::record_egress(&state, row).await;
+            }
+        }
         if let Err(e) = state.db(move |s| s.insert_request_logs(&rows)).await {
             tracing::warn!("writing vault request logs: {e}");
         }

@@ -179,6 +179,15 @@ impl Store {
     /// The tape recording the session whose sandbox this is (the hooks of executes, uploads
     /// and terminals know the sandbox; a resumed VM's session points at its new one).
     pub fn recording_tape_of_sandbox(&self, sandbox_id: &str) -> Result<Option<TapeRow>> {
+        self.recording_tape_where("s.sandbox_id", sandbox_id)
+    }
+
+    /// The tape recording the session of this VM (the egress proxy knows VMs).
+    pub fn recording_tape_of_vm(&self, vm_id: &str) -> Result<Option<TapeRow>> {
+        self.recording_tape_where("s.vm_id", vm_id)
+    }
+
+    fn recording_tape_where(&self, column: &str, value: &str) -> Result<Option<TapeRow>> {
         let cols = TAPE_COLUMNS
             .split(", ")
             .map(|c| format!("t.{c}"))
@@ -189,9 +198,9 @@ impl Store {
             .query_row(
                 &format!(
                     "SELECT {cols} FROM tapes t JOIN sessions s ON s.id = t.session_id
-                     WHERE s.sandbox_id = ?1 AND t.status = 'recording'"
+                     WHERE {column} = ?1 AND t.status = 'recording'"
                 ),
-                [sandbox_id],
+                [value],
                 tape_row,
             )
             .optional()?)

@@ -226,6 +226,48 @@ async fn record_on(
     }
 }
 
+/// An HTTP request a VM made through the vault's egress proxy becomes an `http_egress` step
+/// of its session's tape: metadata only (host, method, path, status, which credential was
+/// injected by name), never a secret.
+pub async fn record_egress(state: &AppState, log: &instavm_store::RequestLogRow) {
+    let Some(vm_id) = log.vm_id.clone() else {
+        return;
+    };
+    let tape = match state.db(move |s| s.recording_tape_of_vm(&vm_id)).await {
+        Ok(Some(tape)) => tape,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::error!(error = %err, "looking up the recording tape of an egress request");
+            return;
+        }
+    };
+    let payload = json!({
+        "host": log.host,
+        "method": log.method,
+        "path": log.path,
+        "status": log.status,
+        "credential_name": log.credential_name,
+        "via": "vault",
+        "vm_id": log.vm_id,
+    });
+    match append(
+        state,
+        &tape.record.id,
+        "http_egress",
+        payload,
+        None,
+        None,
+        false,
+    )
+    .await
+    {
+        Ok(_) | Err(AppendError::NotRecording(_) | AppendError::NoTape) => {}
+        Err(err) => {
+            tracing::error!(tape = %tape.record.id, error = %err, "recording an egress request")
+        }
+    }
+}
+
 /// Append an event on the tape's next step.
 pub(crate) async fn append(
     state: &AppState,

@@ -289,6 +289,20 @@ def test_a_tape_records_egress_requests_without_secrets(vm, world):
     p = egress[0]["payload"]
     assert (p["host"], p["method"], p["path"], p["status"]) == ("api.openai.com", "GET", "/v1/taped", 200)
     assert p["credential_name"] == "OPENAI_API_KEY" and SECRET not in json.dumps(events)
+    assert "response_body" not in p  # metadata only without record_egress_content
+
+    # With record_egress_content the bodies are kept (the response as the VM got it).
+    tape = c.tapes.start(sid, record_fs=False, record_egress_content=True)
+    out = bash(vm, "printf hello-body | curl -sS --max-time 10 -X POST --data-binary @- https://api.openai.com/v1/echo")
+    assert "got 10 bytes" in out, out
+    deadline = time.time() + 10
+    while time.time() < deadline and not c.tapes.events(tape["id"], kind="http_egress"):
+        time.sleep(0.2)
+    c.tapes.stop(tape["id"])
+    p = c.tapes.events(tape["id"], kind="http_egress")[0]["payload"]
+    assert p["request_body"] == "hello-body" and p["request_bytes"] == 10, p
+    assert "got 10 bytes" in p["response_body"] and p["response_truncated"] is False, p
+    assert SECRET not in json.dumps(p)
 
 
 def test_the_default_open_policy_is_intercepted_too(vm, world):

@@ -40,6 +40,7 @@ impl VaultDirectory for Dir {
                 value: Secret::new("sk-bench".into()),
                 placeholder: "ivp_bench".into(),
             }],
+            capture_bodies: false,
         })
     }
     fn record(&self, _e: RequestLog) {}

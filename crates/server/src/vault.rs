@@ -89,6 +89,7 @@ impl instavm_net::vault::VaultDirectory for Directory {
         use instavm_net::vault::{Binding, Material};
         let sealer = self.state.vault().sealer.clone();
         let (sandbox, host) = (sandbox.to_owned(), host.to_ascii_lowercase());
+        let may_record = self.state.tapes().may_record();
         let found = self
             .state
             .db(move |s| {
@@ -129,11 +130,16 @@ impl instavm_net::vault::VaultDirectory for Directory {
                             })
                         })
                         .collect();
+                    // A tape recording egress content wants the bodies too.
+                    let capture_bodies = may_record
+                        && s.recording_tape_of_vm(&vm_id)?
+                            .is_some_and(|t| t.record.record_egress_content);
                     return Ok(Some(Binding {
                         vm_id,
                         vault_id,
                         auth,
                         creds,
+                        capture_bodies,
                     }));
                 }
                 Ok(None)
@@ -166,6 +172,11 @@ async fn write_logs(
                 Err(_) => break,
             }
         }
+        if state.tapes().may_record() {
+            for entry in &batch {
+                crate::tapes::record_egress(&state, entry).await;
+            }
+        }
         let rows: Vec<RequestLogRow> = batch
             .into_iter()
             .map(|e| RequestLogRow {
@@ -180,11 +191,6 @@ async fn write_logs(
                 credential_name: e.credential_name,
             })
             .collect();
-        if state.tapes().may_record() {
-            for row in &rows {
-                crate::tapes::record_egress(&state, row).await;
-            }
-        }
         if let Err(e) = state.db(move |s| s.insert_request_logs(&rows)).await {
             tracing::warn!("writing vault request logs: {e}");
         }

@@ -10,6 +10,7 @@
 //! host's trust store plus `--upstream-ca`. A request for any other authority gets `421` and
 //! no value. `CONNECT` is refused. Bodies are streamed both ways, never buffered or rewritten.
 
+pub mod capture;
 mod stream;
 
 use bytes::Bytes;
@@ -52,6 +53,9 @@ pub struct Binding {
     pub vault_id: String,
     pub auth: AuthConfig,
     pub creds: Vec<Material>,
+    /// Keep the start of the request and response bodies in the log entry (a tape records
+    /// this VM's egress content).
+    pub capture_bodies: bool,
 }
 
 /// One proxied request, for the vault's request log. Never a value, never a query string.
@@ -66,6 +70,17 @@ pub struct RequestLog {
     pub status: Option<u16>,
     pub credential_id: Option<String>,
     pub credential_name: Option<String>,
+    /// With `Binding::capture_bodies`: the bodies' starts, secrets redacted.
+    pub bodies: Option<CapturedBodies>,
+}
+
+/// What a log entry keeps of the bodies (the VM's request as the VM sent it, placeholders and
+/// all; the upstream's response with every injected value redacted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedBodies {
+    pub request: capture::Captured,
+    pub response: capture::Captured,
+    pub response_content_type: Option<String>,
 }
 
 /// The server's side: which hosts a VM's vaults bind, with what, and where logs go.
@@ -230,8 +245,8 @@ impl VaultProxy {
 }
 
 enum Upstream {
-    H1(hyper::client::conn::http1::SendRequest<Incoming>),
-    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
 }
 
 struct Conn {
@@ -348,27 +363,81 @@ impl Conn {
             None => path,
         };
         let method = parts.method.to_string();
+        let capture = binding.as_ref().is_some_and(|b| b.capture_bodies);
+        let request_capture = capture::Shared::default();
+        let body = if capture {
+            capture::Tee::new(body, request_capture.clone()).boxed()
+        } else {
+            body.boxed()
+        };
         let result = self.forward(parts, body, &pq).await;
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
-        if let Some(b) = &binding {
-            self.proxy.dir.record(RequestLog {
-                at: SystemTime::now(),
-                vm_id: b.vm_id.clone(),
-                vault_id: b.vault_id.clone(),
-                host: self.sni.clone(),
-                method,
-                path: logged_path,
-                status: status.or(Some(502)),
-                credential_id: injected.as_ref().map(|i| i.credential_id.clone()),
-                credential_name: injected.as_ref().map(|i| i.credential_name.clone()),
-            });
-        }
+        let log = binding.as_ref().map(|b| RequestLog {
+            at: SystemTime::now(),
+            vm_id: b.vm_id.clone(),
+            vault_id: b.vault_id.clone(),
+            host: self.sni.clone(),
+            method,
+            path: logged_path,
+            status: status.or(Some(502)),
+            credential_id: injected.as_ref().map(|i| i.credential_id.clone()),
+            credential_name: injected.as_ref().map(|i| i.credential_name.clone()),
+            bodies: None,
+        });
         match result {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
-                resp.map(|b| b.boxed())
+                match (log, binding) {
+                    (Some(mut log), Some(b)) if capture => {
+                        // Logged once the response body has gone through, with both bodies.
+                        let secrets: Vec<String> = b
+                            .creds
+                            .iter()
+                            .map(|c| c.value.expose().to_owned())
+                            .collect();
+                        let content_type = resp
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let response_capture = capture::Shared::default();
+                        let dir = self.proxy.dir.clone();
+                        let on_end = {
+                            let response_capture = response_capture.clone();
+                            move || {
+                                let secrets: Vec<&str> =
+                                    secrets.iter().map(String::as_str).collect();
+                                let take = |c: &capture::Shared| {
+                                    let mut c = c.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                                    c.bytes = capture::redact(&c.bytes, &secrets);
+                                    c
+                                };
+                                log.bodies = Some(CapturedBodies {
+                                    request: take(&request_capture),
+                                    response: take(&response_capture),
+                                    response_content_type: content_type,
+                                });
+                                dir.record(log);
+                            }
+                        };
+                        resp.map(|b| {
+                            capture::Tee::new(b, response_capture)
+                                .on_end(on_end)
+                                .boxed()
+                        })
+                    }
+                    (log, _) => {
+                        if let Some(log) = log {
+                            self.proxy.dir.record(log);
+                        }
+                        resp.map(|b| b.boxed())
+                    }
+                }
             }
             Err(e) => {
+                if let Some(log) = log {
+                    self.proxy.dir.record(log);
+                }
                 tracing::debug!(host = %self.sni, "vault proxy upstream: {e}");
                 page(
                     StatusCode::BAD_GATEWAY,
@@ -412,7 +481,7 @@ impl Conn {
     async fn forward(
         &self,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: Body,
         pq: &str,
     ) -> io::Result<Response<Incoming>> {
         let mut guard = self.upstream.lock().await;

@@ -32,6 +32,8 @@ impl VaultDirectory for Dir {
                 value: Secret::new(VALUE.into()),
                 placeholder: PH.into(),
             }],
+            // Every request goes through the body capture (a tape recording content).
+            capture_bodies: true,
         })
     }
     fn record(&self, e: RequestLog) {
@@ -247,6 +249,10 @@ async fn injects_over_http1_with_keep_alive_and_logs_without_values() {
     assert_eq!(logs[0].path, "/v1/models");
     assert_eq!(logs[0].status, Some(200));
     assert_eq!(logs[0].credential_name.as_deref(), Some("OPENAI_API_KEY"));
+    // With body capture on, the entry carries the response as the VM got it.
+    let bodies = logs[0].bodies.as_ref().expect("bodies captured");
+    assert!(bodies.response.bytes.starts_with(b"ok "), "{bodies:?}");
+    assert_eq!(bodies.request.total, 0);
     assert!(!format!("{logs:?}").contains(VALUE));
 }
 

@@ -15,6 +15,7 @@ pub use diff::diff;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use base64::Engine;
 use chrono::Utc;
 use instavm_api::{TapeRecord, TapeStatus};
 use instavm_runtime::{ExecOutput, SandboxId, SnapshotId};
@@ -227,12 +228,11 @@ async fn record_on(
 }
 
 /// An HTTP request a VM made through the vault's egress proxy becomes an `http_egress` step
-/// of its session's tape: metadata only (host, method, path, status, which credential was
-/// injected by name), never a secret.
-pub async fn record_egress(state: &AppState, log: &instavm_store::RequestLogRow) {
-    let Some(vm_id) = log.vm_id.clone() else {
-        return;
-    };
+/// of its session's tape: host, method, path (no query string), status and the name of the
+/// credential injected, never a value. A tape with `record_egress_content` also gets the first
+/// 64 KiB of both bodies (the response with every injected value redacted by the proxy).
+pub async fn record_egress(state: &AppState, log: &instavm_net::vault::RequestLog) {
+    let vm_id = log.vm_id.clone();
     let tape = match state.db(move |s| s.recording_tape_of_vm(&vm_id)).await {
         Ok(Some(tape)) => tape,
         Ok(None) => return,
@@ -241,7 +241,7 @@ pub async fn record_egress(state: &AppState, log: &instavm_store::RequestLogRow)
             return;
         }
     };
-    let payload = json!({
+    let mut payload = json!({
         "host": log.host,
         "method": log.method,
         "path": log.path,
@@ -250,6 +250,29 @@ pub async fn record_egress(state: &AppState, log: &instavm_store::RequestLogRow)
         "via": "vault",
         "vm_id": log.vm_id,
     });
+    if let (true, Some(bodies), Some(p)) = (
+        tape.record.record_egress_content,
+        &log.bodies,
+        payload.as_object_mut(),
+    ) {
+        for (name, body) in [("request", &bodies.request), ("response", &bodies.response)] {
+            p.insert(format!("{name}_bytes"), body.total.into());
+            p.insert(format!("{name}_truncated"), body.truncated().into());
+            match std::str::from_utf8(&body.bytes) {
+                Ok(text) => p.insert(format!("{name}_body"), text.into()),
+                Err(_) => p.insert(
+                    format!("{name}_body_b64"),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&body.bytes)
+                        .into(),
+                ),
+            };
+        }
+        p.insert(
+            "response_content_type".into(),
+            bodies.response_content_type.clone().into(),
+        );
+    }
     match append(
         state,
         &tape.record.id,

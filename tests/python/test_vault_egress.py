@@ -16,9 +16,11 @@ import subprocess
 import tempfile
 import time
 
+import httpx
 import pytest
 import requests
 from instavm import InstaVM
+from instavm.cassette_replay import CassetteReplayClient
 
 from conftest import Server
 
@@ -274,7 +276,7 @@ def test_request_logs_and_no_value_anywhere_on_the_host(vm, world, vserver):
     assert snap
 
 
-def test_a_tape_records_egress_requests_without_secrets(vm, world):
+def test_a_tape_records_egress_requests_without_secrets(vm, world, vserver):
     c, sid = vm["c"], vm["s"].session_id
     tape = c.tapes.start(sid, record_fs=False)
     out = bash(vm, 'curl -sS --max-time 10 https://api.openai.com/v1/taped -H "Authorization: Bearer $OPENAI_API_KEY"')
@@ -293,7 +295,7 @@ def test_a_tape_records_egress_requests_without_secrets(vm, world):
 
     # With record_egress_content the bodies are kept (the response as the VM got it).
     tape = c.tapes.start(sid, record_fs=False, record_egress_content=True)
-    out = bash(vm, "printf hello-body | curl -sS --max-time 10 -X POST --data-binary @- https://api.openai.com/v1/echo")
+    out = bash(vm, "printf hello-body | curl -sS --max-time 10 -X POST --data-binary @- https://api.openai.com/v1/chat/completions")
     assert "got 10 bytes" in out, out
     deadline = time.time() + 10
     while time.time() < deadline and not c.tapes.events(tape["id"], kind="http_egress"):
@@ -303,6 +305,14 @@ def test_a_tape_records_egress_requests_without_secrets(vm, world):
     assert p["request_body"] == "hello-body" and p["request_bytes"] == 10, p
     assert "got 10 bytes" in p["response_body"] and p["response_truncated"] is False, p
     assert SECRET not in json.dumps(p)
+    # A call to an LLM API is also an llm_call step and a cassette line the official replay
+    # client serves back, offline.
+    calls = c.tapes.events(tape["id"], kind="llm_call")
+    assert len(calls) == 1 and calls[0]["payload"]["request"]["url"] == "https://api.openai.com/v1/chat/completions"
+    replay = CassetteReplayClient(tape["id"], cassette_root=os.path.join(vserver.data_dir, "tapes"), strict=True)
+    http = httpx.Client(transport=replay.as_httpx_transport())
+    again = http.post("https://api.openai.com/v1/chat/completions", content=b"hello-body")
+    assert again.status_code == 200 and "got 10 bytes" in again.text
 
 
 def test_the_default_open_policy_is_intercepted_too(vm, world):

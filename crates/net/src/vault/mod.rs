@@ -70,6 +70,8 @@ pub struct RequestLog {
     pub status: Option<u16>,
     pub credential_id: Option<String>,
     pub credential_name: Option<String>,
+    /// The request had a query string (which is never logged).
+    pub has_query: bool,
     /// With `Binding::capture_bodies`: the bodies' starts, secrets redacted.
     pub bodies: Option<CapturedBodies>,
 }
@@ -81,6 +83,8 @@ pub struct CapturedBodies {
     pub request: capture::Captured,
     pub response: capture::Captured,
     pub response_content_type: Option<String>,
+    /// `Content-Encoding` of the response: the body is kept as it came (compressed).
+    pub response_content_encoding: Option<String>,
 }
 
 /// The server's side: which hosts a VM's vaults bind, with what, and where logs go.
@@ -382,6 +386,7 @@ impl Conn {
             status: status.or(Some(502)),
             credential_id: injected.as_ref().map(|i| i.credential_id.clone()),
             credential_name: injected.as_ref().map(|i| i.credential_name.clone()),
+            has_query: query.is_some(),
             bodies: None,
         });
         match result {
@@ -395,11 +400,14 @@ impl Conn {
                             .iter()
                             .map(|c| c.value.expose().to_owned())
                             .collect();
-                        let content_type = resp
-                            .headers()
-                            .get(http::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
+                        let header = |name| {
+                            resp.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        let content_type = header(http::header::CONTENT_TYPE);
+                        let content_encoding = header(http::header::CONTENT_ENCODING);
                         let response_capture = capture::Shared::default();
                         let dir = self.proxy.dir.clone();
                         let on_end = {
@@ -416,6 +424,7 @@ impl Conn {
                                     request: take(&request_capture),
                                     response: take(&response_capture),
                                     response_content_type: content_type,
+                                    response_content_encoding: content_encoding,
                                 });
                                 dir.record(log);
                             }

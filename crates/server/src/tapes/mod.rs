@@ -273,22 +273,86 @@ pub async fn record_egress(state: &AppState, log: &instavm_net::vault::RequestLo
             bodies.response_content_type.clone().into(),
         );
     }
-    match append(
-        state,
-        &tape.record.id,
-        "http_egress",
-        payload,
-        None,
-        None,
-        false,
-    )
-    .await
-    {
-        Ok(_) | Err(AppendError::NotRecording(_) | AppendError::NoTape) => {}
-        Err(err) => {
-            tracing::error!(tape = %tape.record.id, error = %err, "recording an egress request")
+    let llm_call = tape
+        .record
+        .record_egress_content
+        .then(|| log.bodies.as_ref().and_then(|b| llm_call(log, b)))
+        .flatten();
+    let tape_id = &tape.record.id;
+    match append(state, tape_id, "http_egress", payload, None, None, false).await {
+        Ok(step) => {
+            if let Some(call) = llm_call {
+                let parent = Some(step);
+                match append(
+                    state,
+                    tape_id,
+                    "llm_call",
+                    call.clone(),
+                    parent,
+                    None,
+                    false,
+                )
+                .await
+                {
+                    Ok(step) => cassette::append(state, tape_id, step, &call),
+                    Err(AppendError::NotRecording(_) | AppendError::NoTape) => {}
+                    Err(err) => {
+                        tracing::error!(tape = %tape_id, error = %err, "recording an LLM call")
+                    }
+                }
+            }
         }
+        Err(AppendError::NotRecording(_) | AppendError::NoTape) => {}
+        Err(err) => tracing::error!(tape = %tape_id, error = %err, "recording an egress request"),
     }
+}
+
+/// Hosts whose API calls are LLM calls (their answers are what cassettes replay).
+const LLM_HOSTS: &[&str] = &[
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "api.mistral.ai",
+    "api.groq.com",
+    "openrouter.ai",
+];
+
+/// An egress request to an LLM API as an `llm_call` payload in the cassette format of
+/// spec/webhooks.md §2.2, when both bodies were kept whole and the request had no query string
+/// (the cassette matches the exact URL, and the query is never kept).
+fn llm_call(
+    log: &instavm_net::vault::RequestLog,
+    bodies: &instavm_net::vault::CapturedBodies,
+) -> Option<Value> {
+    use sha2::Digest;
+    if !LLM_HOSTS.contains(&log.host.as_str())
+        || bodies.request.truncated()
+        || bodies.response.truncated()
+        || log.has_query
+    {
+        return None;
+    }
+    let named = [
+        ("content-type", &bodies.response_content_type),
+        ("content-encoding", &bodies.response_content_encoding),
+    ];
+    let headers: Vec<[String; 2]> = named
+        .iter()
+        .filter_map(|(name, value)| Some([name.to_string(), (*value).clone()?]))
+        .collect();
+    Some(json!({
+        "request": {
+            "method": log.method,
+            "url": format!("https://{}{}", log.host, log.path),
+            "body_sha256": hex::encode(sha2::Sha256::digest(&bodies.request.bytes)),
+        },
+        "response": {
+            "status": log.status.unwrap_or(200),
+            "headers": headers,
+            "body_b64": base64::engine::general_purpose::STANDARD.encode(&bodies.response.bytes),
+        },
+        "via": "vault",
+    }))
 }
 
 /// Append an event on the tape's next step.

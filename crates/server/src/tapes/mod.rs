@@ -188,10 +188,9 @@ async fn record_on(
     let tape_id = tape.record.id.clone();
     let (kind, payload) = (step.kind().to_owned(), step.payload());
     let ckpt = checkpoint.clone();
-    let store = state.store().clone();
-    let actor = crate::audit::current_actor();
-    let stored = tokio::task::spawn_blocking(move || {
-        instavm_store::with_actor(actor, || {
+    // `Ok` around the store's answer: the append's own errors are matched below.
+    let stored = state
+        .db(move |store| {
             let event = NewTapeEvent {
                 tape_id: &tape_id,
                 kind: &kind,
@@ -201,17 +200,15 @@ async fn record_on(
                 owns_checkpoint: true,
                 ts: Utc::now(),
             };
-            match &ckpt {
+            Ok(match &ckpt {
                 Some((id, size_bytes)) => {
                     let summary = json!({"checkpoint_id": id.as_str(), "size_bytes": size_bytes});
                     store.append_tape_step_with_summary(&event, &summary)
                 }
                 None => store.append_tape_event(&event),
-            }
+            })
         })
-    })
-    .await
-    .map_err(ApiError::internal)?;
+        .await?;
     match stored {
         Ok(_) => Ok(()),
         Err(err) => {
@@ -366,11 +363,9 @@ pub(crate) async fn append(
     owns_checkpoint: bool,
 ) -> Result<u64, AppendError> {
     let (tape_id, kind) = (tape_id.to_owned(), kind.to_owned());
-    let store = state.store().clone();
-    let actor = crate::audit::current_actor();
-    tokio::task::spawn_blocking(move || {
-        instavm_store::with_actor(actor, || {
-            store.append_tape_event(&NewTapeEvent {
+    let appended = state
+        .db(move |store| {
+            Ok(store.append_tape_event(&NewTapeEvent {
                 tape_id: &tape_id,
                 kind: &kind,
                 payload: &payload,
@@ -378,11 +373,15 @@ pub(crate) async fn append(
                 checkpoint_id: checkpoint_id.as_deref(),
                 owns_checkpoint,
                 ts: Utc::now(),
-            })
+            }))
         })
+        .await;
+    // The outer error is the blocking task's (it panicked or was cancelled).
+    appended.unwrap_or_else(|e| {
+        Err(AppendError::Store(instavm_store::StoreError::Encode(
+            e.to_string(),
+        )))
     })
-    .await
-    .map_err(|e| AppendError::Store(instavm_store::StoreError::Encode(e.to_string())))?
 }
 
 /// A new checkpoint of the sandbox's writable layer, with the bytes it held.

@@ -8,9 +8,11 @@
 #   python3-venv  the virtualenv for the official SDK (compatibility suite)
 #   openssl       self-signed certificates for the HTTPS sites of the egress tests
 #   openssh-client  ssh, scp, ssh-keygen, ssh-keyscan: the SSH gateway's tests use the real client
+#   docker-registry  a local OCI registry on loopback for the image-pull tests (issue #16)
+#   skopeo        pushes test OCI layouts into that registry
 set -euo pipefail
 need=()
-for pair in debootstrap:debootstrap mkfs.btrfs:btrfs-progs nft:nftables ip:iproute2 bwrap:bubblewrap curl:curl openssl:openssl ssh:openssh-client ssh-keyscan:openssh-client script:bsdutils; do
+for pair in debootstrap:debootstrap mkfs.btrfs:btrfs-progs nft:nftables ip:iproute2 bwrap:bubblewrap curl:curl openssl:openssl ssh:openssh-client ssh-keyscan:openssh-client script:bsdutils docker-registry:docker-registry skopeo:skopeo; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
